@@ -1,0 +1,52 @@
+"""The ``sluice`` command: parses the command line and dispatches to one module per command.
+
+Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit status). Adding a command means adding its module to
+``_COMMAND_MODULES``; nothing else changes.
+
+Public names: main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from sluice._version import __version__
+
+__all__ = ["main"]
+
+#: Command modules, in the order ``sluice --help`` lists them.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "sluice.cli.check_config",
+    "sluice.cli.explain",
+)
+
+
+def _build_parser(modules: Sequence[ModuleType]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice",
+        description="Sluice: a high-volume outbound MTA that reads PowerMTA-style configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"sluice {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in modules:
+        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    modules = [importlib.import_module(name) for name in _COMMAND_MODULES]
+    parser = _build_parser(modules)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    module = getattr(args, "_module", None)
+    if module is None:
+        parser.print_help()
+        return 2
+    status: int = module.run(args)
+    return status
