@@ -10,9 +10,26 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "sluice"
 PURE_PACKAGES = ("config", "smtp", "sched", "routing", "bounce", "acct", "message")
 FORBIDDEN = {
-    "asyncio", "socket", "ssl", "os", "time", "random", "selectors", "subprocess",
-    "threading", "uvloop", "aiohttp", "dns", "logging", "sqlite3", "mmap", "shutil",
-    "pathlib", "io", "sys", "signal",
+    "asyncio",
+    "socket",
+    "ssl",
+    "os",
+    "time",
+    "random",
+    "selectors",
+    "subprocess",
+    "threading",
+    "uvloop",
+    "aiohttp",
+    "dns",
+    "logging",
+    "sqlite3",
+    "mmap",
+    "shutil",
+    "pathlib",
+    "io",
+    "sys",
+    "signal",
 }
 # The acct package is "pure + thin edge": its file writer lives in one named module.
 EDGE_EXCEPTIONS = {("acct", "writer.py"), ("acct", "_writer.py")}
