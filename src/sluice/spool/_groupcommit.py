@@ -1,0 +1,170 @@
+"""Group commit: one worker thread runs queued operations in batches for an event loop.
+
+Callers on the event loop ``submit`` an operation and await the returned future. The worker
+thread wakes on the first pending operation, lingers up to ``linger`` seconds (or until
+``max_batch`` operations are pending) so that concurrent callers join the batch, hands the
+whole batch to ``run_batch`` (which commits once), and then resolves every future of the
+batch with a single ``loop.call_soon_threadsafe`` call. No per-operation thread hop, task or
+sync.
+
+Public names: GroupCommitter, BatchStats.
+Raises: SpoolUnavailableError from ``submit`` once the committer is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sluice.errors import SpoolUnavailableError
+
+__all__ = ["BatchStats", "GroupCommitter"]
+
+Op = TypeVar("Op")
+
+#: ``run_batch`` returns one result per operation: a value, or the exception to raise.
+BatchRunner = Callable[[Sequence[Op]], Sequence[object]]
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Counters for benchmarks and tests: batches run and operations carried."""
+
+    batches: int = 0
+    ops: int = 0
+    largest: int = 0
+
+
+class GroupCommitter(Generic[Op]):
+    """A worker thread that runs operations submitted from one event loop in batches."""
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: BatchRunner[Op],
+        *,
+        loop: asyncio.AbstractEventLoop,
+        linger: float,
+        max_batch: int,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._loop = loop
+        self._linger = linger
+        self._max_batch = max_batch
+        self._on_exit = on_exit
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._waiting_for_first = False
+        self._waiting_for_full = False
+        self._stopping = False
+        self._abandon = False
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        self.stats = BatchStats()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Op) -> asyncio.Future[Any]:
+        """Queue ``op`` for the next batch; the future gets its result (call on the loop)."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        with self._cond:
+            if self._stopping:
+                raise SpoolUnavailableError("the spool is closed")
+            pending = self._pending
+            pending.append((op, fut))
+            if self._waiting_for_first or (
+                self._waiting_for_full and len(pending) >= self._max_batch
+            ):
+                self._cond.notify()
+        return fut
+
+    async def stop(self, *, abandon: bool = False) -> None:
+        """Run what is pending (or drop it if ``abandon``), then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._abandon = abandon
+            self._cond.notify()
+        await self._stopped
+        self._thread.join()
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _take(self) -> list[tuple[Op, asyncio.Future[Any]]] | None:
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._waiting_for_first = True
+                self._cond.wait()
+                self._waiting_for_first = False
+            if self._stopping and (self._abandon or not self._pending):
+                return None
+            if self._linger > 0 and len(self._pending) < self._max_batch and not self._stopping:
+                self._waiting_for_full = True
+                self._cond.wait(self._linger)
+                self._waiting_for_full = False
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            return batch
+
+    def _main(self) -> None:
+        try:
+            while (batch := self._take()) is not None:
+                # A caller cancelled before its batch began: drop its operation.
+                live = [(op, fut) for op, fut in batch if not fut.done()]
+                if not live:
+                    continue
+                try:
+                    results = self._run_batch([op for op, _ in live])
+                except BaseException as exc:
+                    results = [exc] * len(live)
+                stats = self.stats
+                stats.batches += 1
+                stats.ops += len(live)
+                stats.largest = max(stats.largest, len(live))
+                self._call(_resolve, live, results)
+        finally:
+            if self._on_exit is not None:
+                try:
+                    self._on_exit()
+                finally:
+                    self._finish()
+            else:
+                self._finish()
+
+    def _finish(self) -> None:
+        with self._cond:
+            self._stopping = True
+            leftover = self._pending
+            self._pending = []
+        err = SpoolUnavailableError("the spool is closed")
+        self._call(_close, leftover, err, self._stopped)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop was closed without closing the spool: nobody waits
+            pass
+
+
+def _resolve(batch: list[tuple[Any, asyncio.Future[Any]]], results: Sequence[object]) -> None:
+    for (_, fut), res in zip(batch, results, strict=True):
+        if fut.done():
+            continue
+        if isinstance(res, BaseException):
+            fut.set_exception(res)
+        else:
+            fut.set_result(res)
+
+
+def _close(
+    leftover: list[tuple[Any, asyncio.Future[Any]]],
+    err: BaseException,
+    stopped: asyncio.Future[None],
+) -> None:
+    for _, fut in leftover:
+        if not fut.done():
+            fut.set_exception(err)
+    if not stopped.done():
+        stopped.set_result(None)

@@ -1,0 +1,64 @@
+"""The strace parser and the ack-after-fsync rule, on hand-written traces."""
+
+from __future__ import annotations
+
+import strace_check
+
+GOOD = """\
+100 openat(AT_FDCWD, "/sp", O_RDONLY|O_DIRECTORY) = 5
+100 fsync(5) = 0
+100 close(5) = 0
+101 openat(AT_FDCWD, "/sp/spool.db-wal", O_RDWR|O_CREAT, 0644) = 7
+101 pwrite64(7, "..TOKEN-1-END..", 4096, 0) = 4096
+101 fdatasync(7 <unfinished ...>
+100 write(1, "ACK 1 TOKEN-0-END\\n", 18) = 18
+101 <... fdatasync resumed>) = 0
+100 write(1, "ACK 2 TOKEN-1-END\\n", 18) = 18
++++ exited with 0 +++
+"""
+
+
+def test_parse_pairs_unfinished_and_resumed() -> None:
+    events = strace_check.parse(GOOD)
+    names = [(e.name, e.entry, e.result) for e in events]
+    assert ("fdatasync", True, None) in names
+    assert ("fdatasync", False, 0) in names
+    resumed = next(e for e in events if e.name == "fdatasync" and not e.entry)
+    assert resumed.args == "7"
+
+
+def test_ack_after_completed_fsync_passes() -> None:
+    events = strace_check.parse(GOOD.replace("ACK 1 TOKEN-0-END", "other"))
+    acks, problems = strace_check.check_durable_before_ack(events, "/sp")
+    assert (acks, problems) == (1, [])
+
+
+def test_ack_while_fsync_is_still_running_fails() -> None:
+    trace = GOOD.replace("ACK 1 TOKEN-0-END", "ACK 1 TOKEN-1-END")
+    acks, problems = strace_check.check_durable_before_ack(strace_check.parse(trace), "/sp")
+    assert acks == 2
+    assert len(problems) == 1
+    assert "without an fsync" in problems[0]
+
+
+def test_ack_without_directory_fsync_or_write_fails() -> None:
+    trace = GOOD.replace("100 fsync(5) = 0\n", "")
+    _, problems = strace_check.check_durable_before_ack(strace_check.parse(trace), "/sp")
+    assert any("directory" in p for p in problems)
+    _, problems = strace_check.check_durable_before_ack(strace_check.parse(GOOD), "/sp")
+    assert any("never written" in p for p in problems)  # TOKEN-0 was never in the spool
+
+
+def test_fsync_of_a_reused_descriptor_does_not_count() -> None:
+    trace = """\
+1 openat(AT_FDCWD, "/sp", O_RDONLY) = 5
+1 fsync(5) = 0
+1 openat(AT_FDCWD, "/sp/spool.db-wal", O_RDWR) = 7
+1 pwrite64(7, "TOKEN-1-END", 11, 0) = 11
+1 close(7) = 0
+1 openat(AT_FDCWD, "/elsewhere", O_RDWR) = 7
+1 fsync(7) = 0
+1 write(1, "ACK 1 TOKEN-1-END\\n", 18) = 18
+"""
+    _, problems = strace_check.check_durable_before_ack(strace_check.parse(trace), "/sp")
+    assert len(problems) == 1
