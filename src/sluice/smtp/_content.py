@@ -1,0 +1,231 @@
+"""Message content checks on receive, and canonical encoding on send.
+
+Receive: :class:`ContentScanner` takes content (already dot-unstuffed) piece by piece and,
+with C-speed ``bytes`` methods only (no per-byte or per-line Python loops on the fast path),
+finds bare CR/LF (compare the counts of CRLF, LF and CR), NUL octets, lines over 998 octets,
+and the running size; it normalises bare line endings under that policy and stops passing
+content on once the message is known to be refused (bounded memory: nothing is kept).
+
+Send: :class:`BodyEncoder` turns arbitrary content into what may go on the wire in DATA:
+every bare CR or LF becomes CRLF, lines starting with a dot get another (RFC 5321 §4.5.2),
+and a NUL or a line over 998 octets raises LocalProtocolError before any of that piece is
+returned (the caller must wrap or refuse such a message; see :func:`check_body`).
+
+Public names: ContentScanner, BodyEncoder, check_body, MAX_CONTENT_LINE.
+"""
+
+from __future__ import annotations
+
+from sluice.smtp._errors import LocalProtocolError
+from sluice.smtp.limits import MAX_TEXT_LINE, BareLineEnding, LongLinePolicy
+from sluice.smtp.replies import (
+    BARE_LINE_ENDING_IN_CONTENT,
+    LONG_LINE_IN_DATA,
+    MESSAGE_TOO_BIG,
+    NUL_IN_DATA,
+    Reply,
+)
+
+__all__ = [
+    "MAX_CONTENT_LINE",
+    "BodyEncoder",
+    "ContentScanner",
+    "check_body",
+    "has_bare_line_ending",
+    "longest_line_exceeds",
+]
+
+#: RFC 5321 §4.5.3.1.6 / RFC 5322 §2.1.1: 998 octets of text before the CRLF.
+MAX_CONTENT_LINE = MAX_TEXT_LINE - 2
+
+
+def _normalize(seg: bytes) -> bytes:
+    """Every CRLF, bare CR and bare LF → CRLF (three C passes)."""
+    return seg.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def has_bare_line_ending(seg: bytes) -> bool:
+    crlf = seg.count(b"\r\n")
+    return seg.count(b"\n") != crlf or seg.count(b"\r") != crlf
+
+
+def longest_line_exceeds(out: bytes, line_len: int, limit: int) -> tuple[bool, int]:
+    """Given canonical CRLF content continuing a line of ``line_len`` octets: does any line
+    exceed ``limit``, and how long is the unfinished last line?"""
+    first = out.find(b"\r\n")
+    if first < 0:
+        line_len += len(out)
+        return line_len > limit, line_len
+    if line_len + first > limit:
+        return True, 0
+    last = out.rfind(b"\r\n")
+    if last - first > limit + 2:
+        middle = out[first + 2 : last].split(b"\r\n")
+        if max(map(len, middle)) > limit:
+            return True, 0
+    tail = len(out) - last - 2
+    return tail > limit, tail
+
+
+class ContentScanner:
+    """Checks received content and decides whether to pass it on (see module docstring)."""
+
+    __slots__ = (
+        "bare",
+        "bare_policy",
+        "line_len",
+        "long_lines",
+        "long_policy",
+        "max_size",
+        "nul",
+        "pending_cr",
+        "size",
+        "too_big",
+    )
+
+    def __init__(
+        self, bare_policy: BareLineEnding, long_policy: LongLinePolicy, max_size: int | None
+    ) -> None:
+        self.bare_policy = bare_policy
+        self.long_policy = long_policy
+        self.max_size = max_size
+        self.size = 0
+        self.line_len = 0
+        self.bare = False
+        self.nul = False
+        self.long_lines = False
+        self.too_big = False
+        self.pending_cr = False
+
+    @property
+    def refused(self) -> bool:
+        """The message will be refused: stop keeping content."""
+        return (
+            self.too_big
+            or self.nul
+            or self.bare
+            or (self.long_lines and self.long_policy is LongLinePolicy.REJECT)
+        )
+
+    def feed(self, seg: bytes) -> bytes:
+        """Check one piece; return the content to pass on (``b""`` once refused)."""
+        if self.pending_cr:
+            seg = b"\r" + seg
+            self.pending_cr = False
+        if seg.endswith(b"\r"):
+            # Its LF may come with the next piece (BDAT chunks split anywhere).
+            seg = seg[:-1]
+            self.pending_cr = True
+        if not seg:
+            return b""
+        if (b"\r" in seg or b"\n" in seg) and has_bare_line_ending(seg):
+            if self.bare_policy is BareLineEnding.REJECT:
+                self.bare = True
+            else:
+                seg = _normalize(seg)
+        if b"\x00" in seg:
+            self.nul = True
+        if not self.long_lines:
+            if self.line_len + len(seg) > MAX_CONTENT_LINE:
+                self.long_lines, self.line_len = longest_line_exceeds(
+                    seg, self.line_len, MAX_CONTENT_LINE
+                )
+            else:
+                nl = seg.rfind(b"\n")
+                self.line_len = self.line_len + len(seg) if nl < 0 else len(seg) - nl - 1
+        self.size += len(seg)
+        if self.max_size is not None and self.size > self.max_size:
+            self.too_big = True
+        return b"" if self.refused else seg
+
+    def finish(self) -> bytes:
+        """End of content: a CR still pending is bare. Returns what is left to pass on."""
+        if not self.pending_cr:
+            return b""
+        self.pending_cr = False
+        if self.bare_policy is BareLineEnding.REJECT:
+            self.bare = True
+            return b""
+        return self.feed(b"\r\n")
+
+    def reject(self) -> Reply | None:
+        """The reply that refuses this content, or None if it is acceptable."""
+        if self.too_big:
+            return MESSAGE_TOO_BIG
+        if self.bare:
+            return BARE_LINE_ENDING_IN_CONTENT
+        if self.nul:
+            return NUL_IN_DATA
+        if self.long_lines and self.long_policy is LongLinePolicy.REJECT:
+            return LONG_LINE_IN_DATA
+        return None
+
+
+def check_body(body: bytes) -> str | None:
+    """Why ``body`` cannot be sent as is (``"nul"`` or ``"long-line"``), or None.
+
+    Line endings are counted after normalisation (any CR, LF or CRLF ends a line). Call it
+    before DATA: a message that fails needs wrapping (long lines) or refusal (NUL).
+    """
+    if b"\x00" in body:
+        return "nul"
+    canon = _normalize(body) if (b"\r" in body or b"\n" in body) else body
+    if len(canon) > MAX_CONTENT_LINE and longest_line_exceeds(canon, 0, MAX_CONTENT_LINE)[0]:
+        return "long-line"
+    return None
+
+
+class BodyEncoder:
+    """Client side of DATA content: canonical CRLF, dot-stuffing, refusal of NUL and long
+    lines. Keeps a trailing CR across pieces so a CRLF split between two pieces stays one."""
+
+    __slots__ = ("at_line_start", "line_len", "pending_cr")
+
+    def __init__(self) -> None:
+        self.at_line_start = True
+        self.pending_cr = False
+        self.line_len = 0
+
+    def encode(self, data: bytes) -> bytes:
+        """One piece of content → wire bytes. Raises LocalProtocolError (NUL, long line)."""
+        if self.pending_cr:
+            data = b"\r" + data
+            self.pending_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self.pending_cr = True
+        if not data:
+            return b""
+        if b"\x00" in data:
+            raise LocalProtocolError("message content has a NUL octet: refuse it (never sent)")
+        if (b"\r" in data or b"\n" in data) and has_bare_line_ending(data):
+            data = _normalize(data)
+        if self.line_len + len(data) > MAX_CONTENT_LINE:
+            long, self.line_len = longest_line_exceeds(data, self.line_len, MAX_CONTENT_LINE)
+            if long:
+                raise LocalProtocolError(
+                    "message content has a line over 998 octets: wrap or refuse it (never sent)"
+                )
+        else:
+            nl = data.rfind(b"\n")
+            self.line_len = self.line_len + len(data) if nl < 0 else len(data) - nl - 1
+        if b"\r\n." in data:
+            data = data.replace(b"\r\n.", b"\r\n..")
+        if self.at_line_start and data[:1] == b".":
+            data = b"." + data
+        self.at_line_start = data.endswith(b"\r\n")
+        return data
+
+    def finish(self) -> bytes:
+        """Bytes that end the content: a pending CR becomes CRLF, the last line gets its CRLF
+        if it lacks one, then ``.CRLF`` (RFC 5321 §4.1.1.4)."""
+        out = b""
+        if self.pending_cr:
+            self.pending_cr = False
+            out = b"\r\n"
+            self.at_line_start = True
+        if not self.at_line_start:
+            out += b"\r\n"
+        self.at_line_start = True
+        self.line_len = 0
+        return out + b".\r\n"

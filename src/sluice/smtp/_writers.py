@@ -1,0 +1,142 @@
+"""Writers: events → wire bytes. Command lines for the client role (checked with the same
+grammar the server parses with); replies serialise themselves (``Reply.to_bytes``).
+
+Each writer returns the bytes or raises LocalProtocolError (the event cannot be put on the
+wire as a valid SMTP line).
+
+Public names: write_command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sluice.message.envelope import Notify
+from sluice.smtp._errors import LocalProtocolError
+from sluice.smtp._events import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    Data,
+    Ehlo,
+    Event,
+    Helo,
+    Help,
+    MailFrom,
+    Noop,
+    Quit,
+    RcptTo,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from sluice.smtp._grammar import GrammarError, parse_path, xtext_encode
+from sluice.smtp.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_PARAMETER_LINE
+
+__all__ = ["write_command"]
+
+
+def _path(address: str, route: tuple[str, ...], *, utf8: bool, postmaster: bool) -> str:
+    prefix = ",".join(f"@{d}" for d in route) + ":" if route else ""
+    token = f"<{prefix}{address}>"
+    try:
+        parse_path(token, utf8=utf8, postmaster=postmaster)
+    except GrammarError as exc:
+        raise LocalProtocolError(f"cannot send path {token!r}: {exc}") from exc
+    return token
+
+
+def _mail(ev: Event) -> str:
+    assert isinstance(ev, MailFrom)
+    parts = [f"MAIL FROM:{_path(ev.address, ev.route, utf8=ev.smtputf8, postmaster=False)}"]
+    if ev.size is not None:
+        parts.append(f"SIZE={ev.size}")
+    if ev.body is not None:
+        parts.append(f"BODY={ev.body}")
+    if ev.smtputf8:
+        parts.append("SMTPUTF8")
+    if ev.ret is not None:
+        parts.append(f"RET={ev.ret}")
+    if ev.envid is not None:
+        parts.append(f"ENVID={xtext_encode(ev.envid)}")
+    if ev.auth is not None:
+        parts.append(f"AUTH={xtext_encode(ev.auth)}")
+    return " ".join(parts)
+
+
+def _notify(flags: Notify) -> str:
+    if Notify.NEVER in flags:
+        return "NEVER"
+    names = [
+        name
+        for name, f in (
+            ("SUCCESS", Notify.SUCCESS),
+            ("FAILURE", Notify.FAILURE),
+            ("DELAY", Notify.DELAY),
+        )
+        if f in flags
+    ]
+    return ",".join(names)
+
+
+def _rcpt(ev: Event, utf8: bool) -> str:
+    assert isinstance(ev, RcptTo)
+    parts = [f"RCPT TO:{_path(ev.address, ev.route, utf8=utf8, postmaster=True)}"]
+    if ev.notify:
+        parts.append(f"NOTIFY={_notify(ev.notify)}")
+    if ev.orcpt is not None:
+        addr_type, _, addr = ev.orcpt.partition(";")
+        parts.append(f"ORCPT={addr_type};{xtext_encode(addr)}")
+    return " ".join(parts)
+
+
+def _simple(ev: Event) -> str:
+    match ev:
+        case Ehlo(domain=d):
+            return f"EHLO {d}"
+        case Helo(domain=d):
+            return f"HELO {d}"
+        case Data():
+            return "DATA"
+        case Bdat(size=n, last=last):
+            return f"BDAT {n} LAST" if last else f"BDAT {n}"
+        case Rset():
+            return "RSET"
+        case Noop(argument=a):
+            return f"NOOP {a}" if a else "NOOP"
+        case Quit():
+            return "QUIT"
+        case Vrfy(argument=a):
+            return f"VRFY {a}"
+        case Help(argument=a):
+            return f"HELP {a}" if a else "HELP"
+        case StartTls():
+            return "STARTTLS"
+        case Auth(mechanism=m, initial_response=r):
+            return f"AUTH {m} {r}" if r is not None else f"AUTH {m}"
+        case AuthResponse(data=d):
+            return d
+    raise LocalProtocolError(f"{type(ev).__name__} is not a command")
+
+
+_LIMIT: dict[type[Event], int] = {
+    MailFrom: MAX_PARAMETER_LINE,
+    RcptTo: MAX_PARAMETER_LINE,
+    Auth: MAX_AUTH_LINE,
+    AuthResponse: MAX_AUTH_LINE,
+}
+_WRITER: dict[type[Event], Callable[[Event], str]] = {MailFrom: _mail}
+
+
+def write_command(ev: Event, *, utf8: bool = False) -> bytes:
+    """A command event → its line with CRLF. ``utf8``: the transaction uses SMTPUTF8 (RCPT
+    paths may then be non-ASCII). Raises LocalProtocolError."""
+    if isinstance(ev, RcptTo):
+        text = _rcpt(ev, utf8)
+    else:
+        writer = _WRITER.get(type(ev), _simple)
+        text = writer(ev)
+    line = text.encode("utf-8") + b"\r\n"
+    if len(line) > _LIMIT.get(type(ev), MAX_COMMAND_LINE):
+        raise LocalProtocolError(f"{type(ev).__name__} line longer than the RFC 5321 limit")
+    return line
