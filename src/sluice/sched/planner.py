@@ -1,0 +1,426 @@
+"""The scheduler: queues of recipients in, decisions out (Postfix's qmgr, without the I/O).
+
+One :class:`Scheduler` per process (or per shard: it holds no global state, so intake and
+delivery can be split across processes, each shard owning a disjoint set of queue names and
+its share of ``total_max_smtp_out``). The daemon drives it:
+
+* ``add`` queues recipients (new mail and mail recovered from the spool);
+* ``plan(now)`` returns what to do now — ``Connect``, ``Deliver``, ``Close``, ``Bounce`` for
+  expired recipients — and a ``Wake`` saying when to call ``plan`` again at the latest;
+* ``connection_opened`` / ``connection_failed`` / ``connection_closed`` and ``report`` feed
+  back what happened; ``report`` returns the fate of each recipient (``Delivered``, ``Defer``
+  with its next attempt, ``Bounce``) and any ``Close``;
+* ``pause`` / ``resume`` / ``schedule_now`` / ``delete`` / ``set_mode`` are the operator's
+  commands (``pmta pause queue``, ``resume``, ``schedule``, ``delete``, ``set queue --mode``).
+
+Planning is per queue and proportional to the work that changed: only queues touched since the
+last plan (new mail, a report, a connection event, a due retry, a timer) are looked at. A queue
+that is slow or dead holds only its own connection slots and its own timers, so it never delays
+another queue; under the global cap, queues with a higher ``queue_priority`` get connections
+first. Time is ``now``, epoch seconds (see :mod:`sluice.sched.clock`); jitter comes from the
+injected ``rng``.
+
+Public names: Scheduler, DEFAULT_MAX_BATCH, DEFAULT_RECOVERY_SPREAD. Methods raise
+:class:`~sluice.sched.errors.SchedulerError` when called against their contract (unknown
+connection, a report about recipients not in flight there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+from sluice.sched._feedback import Feedback
+from sluice.sched._state import DEFAULT_MAX_BATCH, DEFAULT_RECOVERY_SPREAD
+from sluice.sched.actions import (
+    Action,
+    BounceReason,
+    CloseReason,
+    Connect,
+    Deliver,
+    Removed,
+    Transaction,
+    Wake,
+)
+from sluice.sched.backoff import QueueMode
+from sluice.sched.queues import (
+    GONE,
+    IN_FLIGHT,
+    Conn,
+    Entry,
+    EventType,
+    QueueSnapshot,
+    ScheduledQueue,
+    rcpt_tuple,
+)
+from sluice.sched.settings import QueueSettings
+from sluice.sched.throttle import QueueThrottles, Throttle
+from sluice.sched.timeq import Ready
+
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_RECOVERY_SPREAD", "Scheduler"]
+
+#: A queue whose message throttle says "wait" keeps its idle connections open if the wait is
+#: this short (seconds): reconnecting for every message of a rate-limited queue costs the remote
+#: a connection per message; holding a connection for a long wait costs it an idle slot.
+HOLD_IDLE_WHILE_THROTTLED = 10.0
+
+
+class Scheduler(Feedback):
+    """Queues, retries, connection limits and priorities for one process (or shard).
+
+    ``Scheduler(rng=..., settings_for=..., total_max_smtp_out=0, max_batch=10,
+    recovery_spread=300.0)``: ``rng`` gives jitter, ``settings_for(queue_name)`` resolves a
+    new queue's settings, ``total_max_smtp_out`` caps connections across all queues (0: no
+    cap), ``max_batch`` bounds the transactions of one ``Deliver``, ``recovery_spread`` spreads
+    overdue recovered retries. Raises ``ValueError`` for negative or zero values there.
+    """
+
+    # ---- queues and settings ----------------------------------------------------------
+
+    def queue_names(self) -> list[str]:
+        return list(self._queues)
+
+    def configure(
+        self, name: str, settings: QueueSettings, throttles: QueueThrottles | None = None
+    ) -> None:
+        """Give queue ``name`` new settings (and throttles); takes effect at the next plan."""
+        q = self.queue(name)
+        q.apply(settings, q.mode)
+        if throttles is not None:
+            q.throttles = throttles
+        if settings.paused:
+            q.paused = True
+        self._dirty[q] = None
+
+    def reconfigure(self, settings_for: Callable[[str], QueueSettings]) -> None:
+        """A reload: every queue, existing and future, takes its settings from ``settings_for``."""
+        self._settings_for = settings_for
+        for name, q in self._queues.items():
+            settings = settings_for(name)
+            q.apply(settings, q.mode)
+            q.paused = q.paused or settings.paused
+            self._dirty[q] = None
+
+    # ---- intake -----------------------------------------------------------------------
+
+    def add(
+        self,
+        queue: str,
+        msg_id: int,
+        rcpts: Sequence[int],
+        arrival: float,
+        now: float,
+        *,
+        attempts: int = 0,
+        next_attempt: float | None = None,
+    ) -> list[Action]:
+        """Queue recipients ``rcpts`` (indexes) of message ``msg_id`` that arrived at ``arrival``.
+
+        New mail: ``attempts=0``, no ``next_attempt``. Recovered mail: the stored ``attempts``
+        and ``next_attempt``; a future ``next_attempt`` is kept as it is, and a deferred
+        recipient whose retry time passed while Sluice was down comes due at a random time
+        within ``recovery_spread`` seconds, so a restart does not release every retry at once.
+        Recipients already past ``bounce-after`` are returned as a ``Bounce`` (the only action
+        ``add`` ever returns).
+        """
+        if not rcpts:
+            return []
+        q = self.queue(queue)
+        settings = q.settings
+        if now >= arrival + settings.bounce_after:
+            entry = Entry(msg_id, rcpt_tuple(rcpts), attempts, now, arrival)
+            return [self._bounce(q, entry, BounceReason.EXPIRED, now, "")]
+        step = settings.max_rcpt_per_message
+        if not step or len(rcpts) <= step:
+            self._add(
+                q, Entry(msg_id, rcpt_tuple(rcpts), attempts, now, arrival), now, next_attempt
+            )
+            return []
+        for i in range(0, len(rcpts), step):
+            part = rcpt_tuple(rcpts[i : i + step])
+            self._add(q, Entry(msg_id, part, attempts, now, arrival), now, next_attempt)
+        return []
+
+    def _add(self, q: ScheduledQueue, entry: Entry, now: float, next_attempt: float | None) -> None:
+        attempts = entry.attempts
+        due = now
+        if next_attempt is not None and next_attempt > now:
+            due = next_attempt
+        elif attempts > 0 and self._recovery_spread > 0:
+            due = now + self._rng.random() * self._recovery_spread
+        if due > now:
+            q.push_waiting(entry, due)
+            self._wake(q, entry.due)
+        else:
+            q.push_ready(entry)
+            self._dirty[q] = None
+
+    # ---- planning ---------------------------------------------------------------------
+
+    def plan(self, now: float) -> list[Action]:
+        """Everything to do at ``now``, ending with a ``Wake`` if anything is scheduled."""
+        actions: list[Action] = []
+        woken = self._wakeq.pop_due(now)
+        if isinstance(woken, Ready):
+            for q in woken.items:
+                q.wake_at = math.inf
+                self._dirty[q] = None
+        idle = self._idleq.pop_due(now)
+        if isinstance(idle, Ready):
+            for conn in idle.items:
+                q = conn.queue
+                timeout = q.settings.connection_idle_timeout
+                if q.idle.get(conn.id) is conn and conn.idle_since + timeout <= now:
+                    self._close(conn, CloseReason.IDLE, actions)
+        wanting: list[tuple[ScheduledQueue, int]] = []
+        dirty, self._dirty = self._dirty, {}
+        for q in dirty:
+            want = self._service(q, now, actions)
+            if want > 0:
+                wanting.append((q, want))
+            else:
+                self._starved.pop(q, None)
+        self._grant(now, wanting, actions)
+        at = self._wakeq.next_due()
+        idle_at = self._idleq.next_due()
+        if idle_at is not None and (at is None or idle_at < at):
+            at = idle_at
+        if at is not None:
+            actions.append(Wake(at=at))
+        return actions
+
+    def _service(self, q: ScheduledQueue, now: float, actions: list[Action]) -> int:
+        """Promote due retries, hand work to idle connections; return connections wanted."""
+        expiry_age = q.settings.bounce_after
+        for entry in q.pop_due(now):
+            if now >= entry.arrival + expiry_age:
+                actions.append(self._bounce(q, entry, BounceReason.EXPIRED, now, ""))
+            else:
+                q.push_ready(entry)
+        next_due = q.waiting.next_due()
+        if next_due is not None:
+            self._wake(q, next_due)
+        if q.paused:
+            self._close_idle(q, CloseReason.PAUSED, actions)
+            return 0
+        if q.health.in_retry_mode(now):
+            self._wake(q, q.health.retry_until)
+            self._close_idle(q, CloseReason.RETRY_MODE, actions)
+            return 0
+        limit = q.limits.max_smtp_out
+        for conn in list(q.idle.values()):
+            if q.active_connections() - q.closing > limit:
+                self._close(conn, CloseReason.OVER_LIMIT, actions)
+            elif not q.ready:
+                break
+            elif q.send_after > now:
+                self._wake(q, q.send_after)
+                if q.send_after - now > max(
+                    HOLD_IDLE_WHILE_THROTTLED, q.settings.connection_idle_timeout
+                ):
+                    self._close(conn, CloseReason.IDLE, actions)
+            elif not self._dispatch(q, conn, now, actions):
+                break
+        if not q.ready:
+            self._idle_out(q, now, actions)
+            return 0
+        if q.connect_after > now:
+            self._wake(q, q.connect_after)
+            return 0
+        cap = q.health.cap(limit)
+        return min(cap - q.active_connections(), len(q.ready) - q.connecting)
+
+    def _dispatch(self, q: ScheduledQueue, conn: Conn, now: float, actions: list[Action]) -> bool:
+        """Give ``conn`` a batch from the ready set; False if a throttle said "later"."""
+        settings = q.settings
+        n = self._max_batch
+        if settings.max_msg_per_connection:
+            n = min(n, settings.max_msg_per_connection - conn.msgs)
+        if n <= 0:
+            self._close(conn, CloseReason.MAX_MSG, actions)
+            return True
+        if q.throttles.message:
+            n = 1
+        # Share the ready work out between the idle connections.
+        n = max(1, min(n, -(-len(q.ready) // len(q.idle))))
+        max_rcpt = settings.max_rcpt_per_message
+        expiry_age = settings.bounce_after
+        batch: list[Entry] = []
+        while q.ready and len(batch) < n:
+            entry = q.pop_ready()
+            if now >= entry.arrival + expiry_age:
+                actions.append(self._bounce(q, entry, BounceReason.EXPIRED, now, ""))
+                continue
+            if max_rcpt and len(entry.rcpts) > max_rcpt:
+                rest = Entry(
+                    entry.msg_id, entry.rcpts[max_rcpt:], entry.attempts, entry.due, entry.arrival
+                )
+                entry.rcpts = rcpt_tuple(entry.rcpts[:max_rcpt])
+                q.push_ready(rest, front=True)
+            batch.append(entry)
+        if not batch:
+            return True
+        if q.throttles.message:
+            later = _take(q.throttles.message, now, len(batch[0].rcpts))
+            if later is not None:
+                q.push_ready(batch[0], front=True)
+                q.send_after = later
+                self._wake(q, later)
+                return False
+        for entry in batch:
+            entry.state = IN_FLIGHT
+            q.n_in_flight += len(entry.rcpts)
+        conn.in_flight = batch
+        conn.msgs += len(batch)
+        del q.idle[conn.id]
+        actions.append(
+            Deliver(
+                queue=q.name,
+                connection_id=conn.id,
+                transactions=tuple(
+                    Transaction(msg_id=e.msg_id, rcpts=e.rcpts, attempts=e.attempts) for e in batch
+                ),
+            )
+        )
+        return True
+
+    def _grant(
+        self, now: float, wanting: list[tuple[ScheduledQueue, int]], actions: list[Action]
+    ) -> None:
+        """Open connections for the queues that want them, by priority under the global cap."""
+        cap = self.total_max_smtp_out
+        if cap:
+            free = cap - len(self._conns)
+            if free <= 0:
+                for q, _ in wanting:
+                    self._starve(q)
+                return
+            if self._starved:
+                seen = {q for q, _ in wanting}
+                for q in list(self._starved):
+                    if q not in seen:
+                        want = self._service(q, now, actions)
+                        if want > 0:
+                            wanting.append((q, want))
+                        else:
+                            del self._starved[q]
+            wanting.sort(key=lambda qw: (-qw[0].settings.queue_priority, qw[0].starved_seq))
+        else:
+            free = sum(w for _, w in wanting)
+        for q, want in wanting:
+            got = self._connect(q, min(want, free), now, actions)
+            free -= got
+            if got < want and q.connect_after <= now:
+                self._starve(q)
+            else:
+                self._starved.pop(q, None)
+                q.starved_seq = 0
+
+    def _starve(self, q: ScheduledQueue) -> None:
+        if not q.starved_seq:
+            q.starved_seq = next(self._starve_seq)
+        self._starved[q] = None
+
+    def _connect(self, q: ScheduledQueue, n: int, now: float, actions: list[Action]) -> int:
+        for i in range(n):
+            if q.throttles.connect:
+                later = _take(q.throttles.connect, now, 1)
+                if later is not None:
+                    q.connect_after = later
+                    self._wake(q, later)
+                    return i
+            conn = Conn(next(self._conn_ids), q)
+            q.conns[conn.id] = conn
+            q.connecting += 1
+            self._conns[conn.id] = conn
+            actions.append(Connect(queue=q.name, connection_id=conn.id))
+        return n
+
+    # ---- operator commands ------------------------------------------------------------
+
+    def pause(self, queue: str, now: float) -> None:
+        """``pause queue``: no new deliveries; connections close when their work is done."""
+        q = self.queue(queue)
+        q.paused = True
+        q.event(now, EventType.PAUSED, "paused by operator")
+        self._dirty[q] = None
+
+    def resume(self, queue: str, now: float) -> None:
+        """``resume queue``: undo ``pause``."""
+        q = self.queue(queue)
+        q.paused = False
+        q.event(now, EventType.RESUMED, "resumed by operator")
+        self._dirty[q] = None
+
+    def schedule_now(self, queue: str, now: float) -> None:
+        """``schedule``: retry every deferred recipient now and leave retry mode."""
+        q = self.queue(queue)
+        for entry in q.drain_waiting():
+            q.push_ready(entry)
+        if q.health.retry_until:
+            q.health.retry_until = 0.0
+            q.health.probing = True  # one connection first: the site may still be down
+        q.connect_after = q.send_after = 0.0
+        q.event(now, EventType.SCHEDULED, "scheduled by operator")
+        self._dirty[q] = None
+
+    def delete(self, queue: str, now: float, msg_ids: Iterable[int] | None = None) -> list[Action]:
+        """``delete``: remove the queue's recipients (or only those of ``msg_ids``). Recipients
+        in flight finish their transaction; those not delivered are then reported Removed."""
+        q = self._queues.get(queue)
+        if q is None:
+            return []
+        wanted = None if msg_ids is None else set(msg_ids)
+        actions: list[Action] = []
+        for entry in q.drain_ready() + q.drain_waiting():
+            if wanted is None or entry.msg_id in wanted:
+                actions.append(Removed(queue=q.name, msg_id=entry.msg_id, rcpts=entry.rcpts))
+            elif entry.due > now:
+                q.push_waiting(entry, entry.due)
+            else:
+                q.push_ready(entry)
+        for conn in q.conns.values():
+            for entry in conn.in_flight:
+                if wanted is None or entry.msg_id in wanted:
+                    entry.state = GONE
+        q.event(now, EventType.DELETED, f"{len(actions)} entries deleted by operator")
+        self._dirty[q] = None
+        return actions
+
+    def set_mode(self, queue: str, mode: QueueMode, now: float, reason: str = "") -> None:
+        """Switch the queue to ``mode`` (``set queue --mode``; the backoff machine's output):
+        its limits change at once, connections above the new cap close when idle."""
+        q = self.queue(queue)
+        if q.mode is not mode:
+            q.apply(q.settings, mode)
+            q.event(now, EventType.MODE, reason or f"mode={mode.value}")
+            self._dirty[q] = None
+
+    # ---- monitor ----------------------------------------------------------------------
+
+    def snapshot(self, queue: str) -> QueueSnapshot | None:
+        q = self._queues.get(queue)
+        return None if q is None else q.snapshot()
+
+    def snapshots(self) -> list[QueueSnapshot]:
+        return [q.snapshot() for q in self._queues.values()]
+
+    @property
+    def connections(self) -> int:
+        """Connections opening, open or closing, across all queues."""
+        return len(self._conns)
+
+    # ---- helpers ----------------------------------------------------------------------
+
+
+def _take(throttles: tuple[Throttle, ...], now: float, n: int) -> float | None:
+    """Ask each throttle for ``n`` units; the first refusal's "not before" time, or None.
+
+    Units taken from earlier throttles before a refusal are not given back: a refusal can
+    cost a little throughput, never a limit overrun.
+    """
+    for throttle in throttles:
+        later = throttle.try_take(now, n)
+        if later is not None:
+            return later
+    return None
