@@ -23,6 +23,7 @@ __all__ = ["main"]
 _COMMAND_MODULES: tuple[str, ...] = (
     "sluice.cli.check_config",
     "sluice.cli.explain",
+    "sluice.cli.run",
 )
 
 

@@ -1,0 +1,264 @@
+"""The daemon: start-up (spool recovery), the running parts, and a graceful stop.
+
+:class:`Daemon` wires the parts for one configuration: the spool (``<spool PATH>``), the
+scheduler (fed by recovery and by intake's hand-off), the injection listeners
+(``smtp-listener``), the accounting files and the delivery manager. Start-up order keeps the
+promise of the 250: the spool is opened and recovered *before* any listener accepts mail.
+Stop order is the reverse: listeners refuse new sessions (421), in-flight stores finish,
+deliveries end, then the spool closes.
+
+Public names: Daemon, DaemonOptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+
+from sluice.acct.records import AcctRecord, RecordType
+from sluice.acct.writer import AcctLog
+from sluice.clock import Clock
+from sluice.config import Config
+from sluice.daemon.manager import DeliveryManager
+from sluice.daemon.mapping import (
+    ConfigSourceMap,
+    acct_settings,
+    listener_limits,
+    queue_settings,
+)
+from sluice.daemon.routing_map import QueueRouter
+from sluice.intake.inject import Injector
+from sluice.intake.listener import Hooks, IntakeServer
+from sluice.message import Envelope, MessageId, RcptState
+from sluice.sched import Action, QueueSettings, Scheduler
+from sluice.spool.sqlite import SqliteSpool
+
+__all__ = ["Daemon", "DaemonOptions"]
+
+log = logging.getLogger("sluice.daemon")
+
+#: Where the spool lives when the configuration has no ``<spool PATH>`` (PowerMTA's is
+#: /var/spool/pmta).
+DEFAULT_SPOOL_DIR = "/var/spool/sluice"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonOptions:
+    """Command-line overrides for one run."""
+
+    #: Spool directory; None: the first ``<spool PATH>``, else :data:`DEFAULT_SPOOL_DIR`.
+    spool_dir: str | None = None
+    #: EHLO / Received name; None: ``host-name`` or the machine's name.
+    hostname: str | None = None
+    #: Start delivering (False: intake and spool only, e.g. for intake benchmarks).
+    deliver: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Daemon:
+    """One running Sluice: spool, scheduler, listeners, accounting, delivery."""
+
+    def __init__(self, config: Config, clock: Clock, options: DaemonOptions | None = None):
+        self.config = config
+        self.clock = clock
+        self.options = options or DaemonOptions()
+        self.router = QueueRouter(config)
+        self.scheduler = Scheduler(
+            rng=random.Random(),
+            settings_for=self._settings_for,
+            total_max_smtp_out=self._total_max_smtp_out(),
+        )
+        self.spool: SqliteSpool | None = None
+        self.intake: IntakeServer | None = None
+        self.acct: AcctLog | None = None
+        #: Envelopes of messages still in the system (needed to deliver and to account).
+        self.envelopes: dict[MessageId, Envelope] = {}
+        #: Recipients of each message not yet in a final state.
+        self.remaining: dict[MessageId, int] = {}
+        self.bound: list[tuple[str, int]] = []
+        self._settings_cache: dict[str, QueueSettings] = {}
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.manager: DeliveryManager | None = None
+        #: Actions produced before the delivery manager started (recovery of expired mail).
+        self.pending_actions: list[Action] = []
+
+    # ---- configuration lookups -----------------------------------------------------
+
+    def _settings_for(self, queue: str) -> QueueSettings:
+        cached = self._settings_cache.get(queue)
+        if cached is None:
+            cached = queue_settings(self.config.policy_for(queue))
+            self._settings_cache[queue] = cached
+        return cached
+
+    def _total_max_smtp_out(self) -> int:
+        setting = self.config.global_settings.get("total-max-smtp-out")
+        value = None if setting is None else setting.value
+        return int(value) if isinstance(value, int) else 0
+
+    @property
+    def hostname(self) -> str:
+        if self.options.hostname:
+            return self.options.hostname
+        setting = self.config.global_settings.get("host-name")
+        if setting is not None and isinstance(setting.value, str) and setting.value:
+            return setting.value
+        return socket.getfqdn() or "localhost"
+
+    def spool_dir(self) -> str:
+        if self.options.spool_dir:
+            return self.options.spool_dir
+        if self.config.spools:
+            return self.config.spools[0].path
+        return DEFAULT_SPOOL_DIR
+
+    # ---- start and stop ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open and recover the spool, then start accounting, delivery and the listeners."""
+        started = time.monotonic()
+        self.spool = await SqliteSpool.open(self.spool_dir())
+        recovered = self._recover()
+        log.info(
+            "spool %s recovered: %d messages, %d queued recipients in %.1fs",
+            self.spool_dir(),
+            recovered[0],
+            recovered[1],
+            time.monotonic() - started,
+        )
+        settings = acct_settings(self.config)
+        if settings:
+            self.acct = AcctLog.open(settings, self.clock)
+        if self.options.deliver:
+            manager = DeliveryManager(self)
+            self.manager = manager
+            manager.start()
+        injector = Injector(
+            spool=self.spool,
+            clock=self.clock,
+            hostname=self.hostname,
+            known_vmtas=frozenset(n.lower() for n in (*self.config.vmtas, *self.config.pools)),
+            boot_token=f"{int(self.clock.wall())}",
+        )
+        self.intake = IntakeServer(
+            injector=injector,
+            policies=ConfigSourceMap(self.config),
+            clock=self.clock,
+            limits=listener_limits(self.config),
+            hooks=Hooks(on_accepted=self._accepted, on_received=self._received),
+        )
+        for listener in self.config.listeners:
+            host = "0.0.0.0" if listener.listen.address is None else str(listener.listen.address)
+            self.bound.append(await self.intake.listen(host, listener.listen.port))
+        log.info("sluice ready in %.1fs", time.monotonic() - started)
+
+    async def stop(self) -> None:
+        """Graceful stop: 421 to open sessions, finish stores, stop delivery, close spool."""
+        if self.intake is not None:
+            await self.intake.shutdown()
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.acct is not None:
+            self.acct.close()
+        if self.spool is not None:
+            await self.spool.close()
+        log.info("sluice stopped")
+
+    async def run_until_stopped(self) -> None:
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    # ---- the message flow ----------------------------------------------------------
+
+    def _recover(self) -> tuple[int, int]:
+        assert self.spool is not None
+        now = self.clock.wall()
+        messages = rcpts = 0
+        for spooled in self.spool.recover():
+            pending: list[tuple[int, int, float | None]] = []
+            for index, progress in enumerate(spooled.rcpts):
+                if progress.state is RcptState.QUEUED:
+                    pending.append((index, progress.attempts, progress.next_attempt))
+            if not pending:
+                continue
+            messages += 1
+            rcpts += len(pending)
+            envelope = spooled.envelope
+            self.envelopes[spooled.msg_id] = envelope
+            self.remaining[spooled.msg_id] = len(pending)
+            vmta = self.router.vmta_for(envelope.vmta)
+            by_queue = self.router.queues_of(envelope, vmta)
+            wanted = {i for i, _, _ in pending}
+            detail = {i: (a, n) for i, a, n in pending}
+            for queue, indexes in by_queue.items():
+                for index in indexes:
+                    if index not in wanted:
+                        continue
+                    attempts, next_attempt = detail[index]
+                    self._apply(
+                        self.scheduler.add(
+                            queue,
+                            spooled.msg_id,
+                            [index],
+                            envelope.arrival,
+                            now,
+                            attempts=attempts,
+                            next_attempt=next_attempt,
+                        )
+                    )
+        return messages, rcpts
+
+    def _accepted(self, msg_id: MessageId, envelope: Envelope) -> None:
+        """Intake's hand-off: the message is durable and acknowledged; queue it."""
+        self.envelopes[msg_id] = envelope
+        self.remaining[msg_id] = len(envelope.recipients)
+        now = self.clock.wall()
+        vmta = self.router.vmta_for(envelope.vmta)
+        for queue, indexes in self.router.queues_of(envelope, vmta).items():
+            self._apply(self.scheduler.add(queue, msg_id, indexes, envelope.arrival, now))
+        self._wakeup.set()
+
+    def _received(self, msg_id: MessageId, envelope: Envelope, size: int) -> None:
+        if self.acct is None:
+            return
+        now = self.clock.wall()
+        for rcpt in envelope.recipients:
+            self.acct.record(
+                AcctRecord(
+                    type=RecordType.RECEIVED,
+                    time_logged=now,
+                    time_queued=envelope.arrival,
+                    orig=envelope.sender,
+                    rcpt=rcpt.address,
+                    orcpt=rcpt.orcpt or "",
+                    src_type=envelope.source_type,
+                    src_mta=envelope.source_helo,
+                    dlv_size=size,
+                    vmta=envelope.vmta or "",
+                    job_id=envelope.job_id or "",
+                    env_id=envelope.env_id or "",
+                )
+            )
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Actions produced outside the delivery loop (expiry at add) go to the manager."""
+        if not actions:
+            return
+        if self.manager is not None:
+            self.manager.execute(actions)
+        else:
+            self.pending_actions.extend(actions)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    @property
+    def wakeup(self) -> asyncio.Event:
+        return self._wakeup

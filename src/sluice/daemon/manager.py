@@ -1,0 +1,362 @@
+"""The qmgr loop: ask the scheduler what to do, do it, feed the results back.
+
+:class:`DeliveryManager` is the only place where the pure scheduler meets the network. It
+calls ``Scheduler.plan(now)``, carries out each action — open a session (``Connect``), run
+transactions on it (``Deliver``), close it (``Close``), record a recipient's fate
+(``Delivered``, ``Defer``, ``Bounce``, ``Removed``) in the spool and the accounting file — and
+sleeps until the next ``Wake`` or until new mail arrives. Spool updates are batched: one
+``Spool.mark`` per loop turn, and a message is removed only after the marks that made all of
+its recipients final are durable (test-plan D4).
+
+Public names: DeliveryManager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sluice.acct.records import AcctRecord, RecordType, dsn_status_text
+from sluice.config import DEFAULT_VMTA, parse_queue_name
+from sluice.daemon.mapping import delivery_settings, dns_servers, route_settings
+from sluice.delivery import ConnectFailure, Session, Transfer, open_session
+from sluice.delivery.values import SessionInfo
+from sluice.message import MessageId, RcptState
+from sluice.net.dns import CachingResolver, DnsResolver
+from sluice.routing import SourceChooser, SourceHost
+from sluice.sched import (
+    Action,
+    Bounce,
+    Close,
+    Connect,
+    Defer,
+    Deliver,
+    Delivered,
+    Removed,
+    Result,
+    Wake,
+)
+from sluice.spool.base import RcptUpdate
+
+if TYPE_CHECKING:
+    from sluice.daemon.lifecycle import Daemon
+
+__all__ = ["DeliveryManager"]
+
+log = logging.getLogger("sluice.delivery")
+
+#: Longest sleep between plans when the scheduler asks for no earlier wake (seconds).
+MAX_IDLE_SLEEP = 1.0
+
+
+class DeliveryManager:
+    """Carries out the scheduler's decisions for one daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.sched = daemon.scheduler
+        self.rng = random.Random()
+        self.sessions: dict[int, Session] = {}
+        self.conn_queue: dict[int, str] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.updates: list[RcptUpdate] = []
+        self.finished: list[MessageId] = []
+        self.wake_at: float | None = None
+        self.possible_duplicates = 0
+        self._sources: dict[str, SourceChooser | None] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        nameservers, port = dns_servers(daemon.config)
+        self.resolver = CachingResolver(
+            DnsResolver(nameservers=nameservers, port=port), clock=daemon.clock
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._run(), name="delivery-manager")
+        if self.d.pending_actions:
+            pending, self.d.pending_actions = self.d.pending_actions, []
+            self.execute(pending)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.d.wake()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        for session in list(self.sessions.values()):
+            try:
+                await asyncio.wait_for(session.close(), 2.0)
+            except (TimeoutError, OSError):
+                pass
+        self.sessions.clear()
+        await self._flush()
+
+    async def _run(self) -> None:
+        clock = self.d.clock
+        wakeup = self.d.wakeup
+        while not self._stopping:
+            wakeup.clear()
+            now = clock.wall()
+            self.wake_at = None
+            self.execute(self.sched.plan(now))
+            await self._flush()
+            delay = MAX_IDLE_SLEEP
+            if self.wake_at is not None:
+                delay = max(0.0, min(delay, self.wake_at - clock.wall()))
+            if delay > 0 and not wakeup.is_set():
+                try:
+                    await asyncio.wait_for(wakeup.wait(), delay)
+                except TimeoutError:
+                    pass
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task %s failed", task.get_name(), exc_info=task.exception())
+        self.d.wake()
+
+    # ---- actions ---------------------------------------------------------------------
+
+    def execute(self, actions: Sequence[Action], info: SessionInfo | None = None) -> None:
+        for action in actions:
+            match action:
+                case Connect():
+                    self._spawn(self._connect(action), f"connect {action.queue}")
+                case Deliver():
+                    self._spawn(self._deliver(action), f"deliver {action.queue}")
+                case Close():
+                    self._spawn(self._close(action), f"close {action.queue}")
+                case Delivered():
+                    self._final(action.msg_id, action.rcpts, RcptState.DELIVERED, action.text)
+                    self._acct(
+                        RecordType.DELIVERY,
+                        queue=action.queue,
+                        msg_id=action.msg_id,
+                        rcpts=action.rcpts,
+                        text=action.text,
+                        info=info,
+                    )
+                case Defer():
+                    for index in action.rcpts:
+                        self.updates.append(
+                            RcptUpdate(
+                                msg_id=action.msg_id,
+                                rcpt_index=index,
+                                state=RcptState.QUEUED,
+                                attempts=action.attempts,
+                                next_attempt=action.next_attempt,
+                                detail=action.text[:500],
+                            )
+                        )
+                    self._acct(
+                        RecordType.TRANSIENT,
+                        queue=action.queue,
+                        msg_id=action.msg_id,
+                        rcpts=action.rcpts,
+                        text=action.text,
+                        info=info,
+                    )
+                case Bounce():
+                    self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
+                    self._acct(
+                        RecordType.BOUNCE,
+                        queue=action.queue,
+                        msg_id=action.msg_id,
+                        rcpts=action.rcpts,
+                        text=action.text,
+                        info=info,
+                    )
+                case Removed():
+                    self._final(action.msg_id, action.rcpts, RcptState.DELETED, "deleted")
+                case Wake():
+                    if self.wake_at is None or action.at < self.wake_at:
+                        self.wake_at = action.at
+
+    def _final(self, msg_id: MessageId, rcpts: Sequence[int], state: RcptState, text: str) -> None:
+        for index in rcpts:
+            self.updates.append(
+                RcptUpdate(
+                    msg_id=msg_id, rcpt_index=index, state=state, attempts=0, detail=text[:500]
+                )
+            )
+        left = self.d.remaining.get(msg_id)
+        if left is None:
+            return
+        left -= len(rcpts)
+        if left <= 0:
+            del self.d.remaining[msg_id]
+            self.finished.append(msg_id)
+        else:
+            self.d.remaining[msg_id] = left
+
+    async def _flush(self) -> None:
+        spool = self.d.spool
+        if spool is None:
+            return
+        if self.updates:
+            updates, self.updates = self.updates, []
+            await spool.mark(updates)
+        if self.finished:
+            finished, self.finished = self.finished, []
+            await asyncio.gather(*(spool.remove(m) for m in finished))
+            for msg_id in finished:
+                self.d.envelopes.pop(msg_id, None)
+        if self.d.acct is not None:
+            self.d.acct.flush()
+
+    # ---- sessions --------------------------------------------------------------------
+
+    def _source_for(self, vmta: str) -> SourceHost | None:
+        if vmta not in self._sources:
+            hosts: list[SourceHost] = []
+            if vmta != DEFAULT_VMTA and vmta in self.d.config.vmtas:
+                for sh in self.d.config.vmtas[vmta].source_hosts:
+                    hosts.append(SourceHost(address=str(sh.first), hostname=sh.hostname))
+            self._sources[vmta] = SourceChooser(hosts) if hosts else None
+        chooser = self._sources[vmta]
+        return None if chooser is None else chooser.choose()
+
+    async def _connect(self, action: Connect) -> None:
+        queue = action.queue
+        domain, vmta = parse_queue_name(queue)
+        policy = self.d.config.policy_for(queue)
+        settings = delivery_settings(
+            policy,
+            hostname=self.d.hostname,
+            route=route_settings(policy, endpoints=self.d.bound),
+        )
+        source = self._source_for(vmta)
+        if source is not None:
+            settings = settings.with_source(source)
+        result = await open_session(domain, settings, self.resolver, self.rng)
+        now = self.d.clock.wall()
+        if isinstance(result, ConnectFailure):
+            if result.fallbacks and settings.route.log_fallback_failures:
+                for event in result.fallbacks:
+                    log.info("queue %s: fallback: %s", queue, event)
+            self.execute(self.sched.connection_failed(action.connection_id, result.outcome, now))
+            return
+        if self._stopping:
+            await result.close()
+            return
+        self.sessions[action.connection_id] = result
+        self.conn_queue[action.connection_id] = queue
+        self.sched.connection_opened(action.connection_id, now)
+
+    async def _deliver(self, action: Deliver) -> None:
+        session = self.sessions.get(action.connection_id)
+        spool = self.d.spool
+        assert spool is not None
+        transfers: list[Transfer] = []
+        for txn in action.transactions:
+            envelope = self.d.envelopes[txn.msg_id]
+            body = await spool.load_body(txn.msg_id)
+            transfers.append(Transfer.from_envelope(txn.msg_id, envelope, txn.rcpts, body))
+        if session is None:
+            return
+        reports = await session.deliver(transfers)
+        results: list[Result] = []
+        for report in reports:
+            results.extend(report.results)
+            if report.possible_duplicate:
+                self.possible_duplicates += 1
+                log.warning(
+                    "queue %s: message %d: no reply after the final dot; "
+                    "it will be retried and may be delivered twice",
+                    action.queue,
+                    report.msg_id,
+                )
+        now = self.d.clock.wall()
+        self.execute(self.sched.report(action.connection_id, results, now), session.info)
+
+    async def _close(self, action: Close) -> None:
+        session = self.sessions.pop(action.connection_id, None)
+        self.conn_queue.pop(action.connection_id, None)
+        if session is not None:
+            try:
+                await session.close()
+            except OSError:
+                pass
+        self.execute(self.sched.connection_closed(action.connection_id, self.d.clock.wall()))
+
+    # ---- accounting ------------------------------------------------------------------
+
+    def _acct(
+        self,
+        kind: RecordType,
+        *,
+        queue: str,
+        msg_id: MessageId,
+        rcpts: Sequence[int],
+        text: str,
+        info: SessionInfo | None,
+    ) -> None:
+        acct = self.d.acct
+        envelope = self.d.envelopes.get(msg_id)
+        if acct is None or envelope is None:
+            return
+        now = self.d.clock.wall()
+        _, vmta = parse_queue_name(queue)
+        status = _status_of(text, kind)
+        action = {
+            RecordType.DELIVERY: "relayed",
+            RecordType.BOUNCE: "failed",
+            RecordType.TRANSIENT: "delayed",
+        }.get(kind, "")
+        for index in rcpts:
+            rcpt = envelope.recipients[index]
+            acct.record(
+                AcctRecord(
+                    type=kind,
+                    time_logged=now,
+                    time_queued=envelope.arrival,
+                    orig=envelope.sender,
+                    rcpt=rcpt.address,
+                    orcpt=rcpt.orcpt or "",
+                    dsn_action=action,
+                    dsn_status=dsn_status_text(status),
+                    dsn_diag=f"smtp;{text}" if text else "",
+                    dsn_mta=info.mta if info is not None else "",
+                    src_type=envelope.source_type,
+                    src_mta=envelope.source_helo,
+                    dlv_type="smtp",
+                    dlv_source_ip=info.local_address if info is not None else "",
+                    dlv_destination_ip=info.remote_address if info is not None else "",
+                    dlv_esmtp_available=info.esmtp_available if info is not None else "",
+                    vmta=vmta,
+                    job_id=envelope.job_id or "",
+                    env_id=envelope.env_id or "",
+                    queue=queue,
+                    vmta_pool=envelope.vmta
+                    if envelope.vmta and envelope.vmta in self.d.config.pools
+                    else "",
+                )
+            )
+
+
+def _status_of(text: str, kind: RecordType) -> str:
+    """The RFC 3463 status in a reply text (``250 2.0.0 ok`` → ``2.0.0``), else by class."""
+    parts = text.split(None, 2)
+    if len(parts) >= 2 and parts[1][:1] in "245" and parts[1].count(".") == 2:
+        return parts[1]
+    if parts and parts[0][:1] in "245":
+        return f"{parts[0][0]}.0.0"
+    return {RecordType.DELIVERY: "2.0.0", RecordType.BOUNCE: "5.0.0"}.get(kind, "4.0.0")

@@ -1,0 +1,324 @@
+"""Config model → the settings objects each part takes (intake, scheduler, routing, accounting).
+
+Every part defines its own small frozen settings dataclass and never imports the
+configuration layer; this module is the one place that reads the resolved model and fills
+them in. Nothing here does I/O.
+
+Public names: ConfigSourceMap, listener_limits, queue_settings, route_settings,
+acct_settings, local_names, DEFAULT_HOSTNAME.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from sluice.acct.records import AcctLayout, RecordType
+from sluice.acct.writer import AcctFileSettings
+from sluice.config import Config, QueuePolicy
+from sluice.config import SourcePolicy as ConfigSourcePolicy
+from sluice.config._values_net import HostPort
+from sluice.config.model import Settings
+from sluice.config.values import Rate, RecordFields
+from sluice.delivery.settings import DeliverySettings
+from sluice.intake.listener import ListenerLimits
+from sluice.intake.policy import SourcePolicy, SourcePolicyMap
+from sluice.routing import RouteSettings, parse_host_list, parse_host_spec
+from sluice.sched import BackoffSettings, QueueSettings
+from sluice.smtp import BareLineEnding
+
+__all__ = [
+    "DEFAULT_HOSTNAME",
+    "ConfigSourceMap",
+    "acct_settings",
+    "delivery_settings",
+    "dns_servers",
+    "listener_limits",
+    "local_names",
+    "queue_settings",
+    "route_settings",
+]
+
+#: EHLO/Received name when the configuration sets no ``host-name`` (the daemon passes the
+#: machine's name instead when it can read it).
+DEFAULT_HOSTNAME = "localhost"
+#: ``never`` as a bounce-after: effectively forever (100 years) for the scheduler's arithmetic.
+_FOREVER = 100 * 365 * 86400.0
+
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def _get(policy: ConfigSourcePolicy | QueuePolicy, name: str, default: object) -> object:
+    setting = policy.settings.get(name)
+    if setting is None or setting.value is None:
+        return default
+    return setting.value
+
+
+def _bool(policy: ConfigSourcePolicy | QueuePolicy, name: str, default: bool) -> bool:
+    value = _get(policy, name, default)
+    if isinstance(value, str):  # enum kinds such as dkim-sign keep the word
+        return value.lower() in {"yes", "true"}
+    return bool(value)
+
+
+def _int(policy: ConfigSourcePolicy | QueuePolicy, name: str, default: int) -> int:
+    value = _get(policy, name, default)
+    return int(value) if isinstance(value, int) else default
+
+
+def _seconds(policy: QueuePolicy, name: str, default: float) -> float:
+    value = _get(policy, name, None)
+    if value is None:
+        return default
+    return float(value) if isinstance(value, int) else default
+
+
+class ConfigSourceMap(SourcePolicyMap):
+    """The intake's source lookup backed by the configuration's ``<source>`` resolution.
+
+    Most specific ``<source>`` block first, falling back through less specific ones to the
+    global settings (docs/config.md). A client that no ``<source>`` block matches may relay
+    only from loopback, the intake's built-in default.
+    """
+
+    __slots__ = ("_by_match", "_config", "_relay_domains")
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self._config = config
+        self._by_match: dict[tuple[str, ...], SourcePolicy] = {}
+        relay = config.global_settings.get("relay-domain")
+        domains: set[str] = set()
+        if relay is not None and relay.value:
+            values = relay.value if isinstance(relay.value, tuple) else (relay.value,)
+            domains.update(str(v).lower().rstrip(".") for v in values)
+        self._relay_domains = frozenset(domains)
+
+    def _lookup(self, ip: str) -> SourcePolicy:
+        try:
+            resolved = self._config.source_for(ip.split("%", 1)[0])
+        except ValueError:
+            return super()._lookup(ip)
+        cached = self._by_match.get(resolved.matched)
+        if cached is not None:
+            return cached
+        policy = source_policy(resolved, self._relay_domains)
+        if not resolved.matched and _is_loopback(resolved.ip):
+            policy = replace(policy, always_allow_relaying=True)
+        if not resolved.matched:
+            # Cache per loopback-ness only: unmatched clients share one of two policies.
+            return policy
+        self._by_match[resolved.matched] = policy
+        return policy
+
+
+def _is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr in net for net in _LOOPBACK if addr.version == net.version)
+
+
+def source_policy(resolved: ConfigSourcePolicy, relay_domains: frozenset[str]) -> SourcePolicy:
+    """One resolved ``<source>`` → the intake's :class:`SourcePolicy`."""
+    size = _get(resolved, "max-message-size", 0)
+    default_vmta = _get(resolved, "default-virtual-mta", None)
+    bare = str(_get(resolved, "bare-lf-policy", "reject")).lower()
+    return SourcePolicy(
+        smtp_service=_bool(resolved, "smtp-service", True),
+        always_allow_relaying=_bool(resolved, "always-allow-relaying", False),
+        max_message_size=int(size) if isinstance(size, int) else 0,
+        max_rcpt_per_message=max(1, _int(resolved, "max-rcpt-per-message", 1000)),
+        process_x_virtual_mta=_bool(resolved, "process-x-virtual-mta", False),
+        process_x_job=_bool(resolved, "process-x-job", False),
+        process_x_envid=_bool(resolved, "process-x-envid", False),
+        jobid_header=str(_get(resolved, "jobid-header", "X-Job")),
+        retain_x_virtual_mta=_bool(resolved, "retain-x-virtual-mta", False),
+        retain_x_job=_bool(resolved, "retain-x-job", False),
+        default_virtual_mta=str(default_vmta) if default_vmta else None,
+        add_received_header=_bool(resolved, "add-received-header", True),
+        hide_message_source=_bool(resolved, "hide-message-source", False),
+        add_message_id_header=_bool(resolved, "add-message-id-header", False),
+        add_date_header=_bool(resolved, "add-date-header", False),
+        log_connections=_bool(resolved, "log-connections", False),
+        log_commands=_bool(resolved, "log-commands", False),
+        bare_lf_policy=(BareLineEnding.NORMALIZE if bare == "normalize" else BareLineEnding.REJECT),
+        relay_domains=relay_domains,
+    )
+
+
+def listener_limits(config: Config) -> ListenerLimits:
+    """Global intake caps and timeouts (``total-max-smtp-in``, Sluice's timeouts)."""
+    g = config.global_settings
+
+    def value(name: str, default: object) -> object:
+        setting = g.get(name)
+        return default if setting is None or setting.value is None else setting.value
+
+    total = value("total-max-smtp-in", 1000)
+    per_client = value("max-smtp-in-per-client", 100)
+    command = value("smtp-command-timeout", 300)
+    idle = value("smtp-idle-timeout", 300)
+    return ListenerLimits(
+        command_timeout=float(command) if isinstance(command, int) else 300.0,
+        idle_timeout=float(idle) if isinstance(idle, int) else 300.0,
+        total_max_smtp_in=int(total) if isinstance(total, int) else 1000,
+        max_smtp_in_per_client=int(per_client) if isinstance(per_client, int) else 100,
+    )
+
+
+def _retry_list(policy: QueuePolicy, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    value = _get(policy, name, None)
+    if isinstance(value, tuple) and value:
+        return tuple(float(v) for v in value)
+    if isinstance(value, int):
+        return (float(value),)
+    return default
+
+
+def queue_settings(policy: QueuePolicy) -> QueueSettings:
+    """A queue's resolved policy → the scheduler's :class:`QueueSettings`."""
+    bounce_after = _get(policy, "bounce-after", None)
+    rcpts = _get(policy, "max-rcpt-per-message", 0)
+    backoff_out = _get(policy, "backoff-max-smtp-out", None)
+    return QueueSettings(
+        max_smtp_out=_int(policy, "max-smtp-out", 20),
+        max_msg_per_connection=_int(policy, "max-msg-per-connection", 0),
+        max_errors_per_connection=_int(policy, "max-errors-per-connection", 0),
+        max_rcpt_per_message=int(rcpts) if isinstance(rcpts, int) else 0,
+        retry_after=_retry_list(policy, "retry-after", (600.0,)),
+        min_retry_interval=_seconds(policy, "min-retry-interval", 0.0),
+        bounce_after=float(bounce_after) if isinstance(bounce_after, int) else _FOREVER,
+        bounce_on_4xx=_bool(policy, "bounce-on-4xx-status", False),
+        retry_after_dns_error=_seconds(policy, "retry-after-dns-error", 60.0),
+        queue_priority=min(100, max(0, _int(policy, "queue-priority", 50))),
+        connection_idle_timeout=_seconds(policy, "connection-idle-timeout", 0.0),
+        backoff=BackoffSettings(
+            max_smtp_out=int(backoff_out) if isinstance(backoff_out, int) else None,
+            retry_after=_retry_list(policy, "backoff-retry-after", (3600.0,)),
+        ),
+    )
+
+
+def max_msg_rate(policy: QueuePolicy) -> Rate | None:
+    """``max-msg-rate`` (with the seed's ``max-msg-per-hour`` already mapped), or None."""
+    value = _get(policy, "max-msg-rate", None)
+    return value if isinstance(value, Rate) else None
+
+
+def local_names(config: Config) -> frozenset[str]:
+    """Our own host names: ``host-name`` and every ``smtp-source-host`` name (loop detection)."""
+    names: set[str] = set()
+    host = config.global_settings.get("host-name")
+    if host is not None and isinstance(host.value, str):
+        names.add(host.value.lower().rstrip("."))
+    for vmta in config.vmtas.values():
+        for source in vmta.source_hosts:
+            names.add(source.hostname.lower().rstrip("."))
+    return frozenset(names)
+
+
+def route_settings(
+    policy: QueuePolicy,
+    *,
+    names: frozenset[str] = frozenset(),
+    endpoints: Iterable[tuple[str, int]] = (),
+) -> RouteSettings:
+    """A queue's ``route``, ``smtp-hosts``, ``default-smtp-port`` and fall-back knobs."""
+    route = policy.settings.get("route")
+    hosts = policy.settings.get("smtp-hosts")
+    return RouteSettings(
+        default_smtp_port=_int(policy, "default-smtp-port", 25),
+        route=parse_host_spec(route.text) if route is not None and route.value else None,
+        smtp_hosts=parse_host_list(hosts.text) if hosts is not None and hosts.value else (),
+        log_fallback_failures=_bool(policy, "log-fallback-failures", False),
+        bounce_upon_5xx_greeting=_bool(policy, "bounce-upon-5xx-greeting", True),
+        local_names=names,
+        local_endpoints=frozenset(endpoints),
+    )
+
+
+def acct_settings(config: Config) -> list[AcctFileSettings]:
+    """Every ``<acct-file>`` block → the accounting writer's settings."""
+    out: list[AcctFileSettings] = []
+    for block in config.acct_files:
+        s = block.settings
+
+        def value(name: str, settings: Settings = s) -> object:
+            setting = settings.get(name)
+            return None if setting is None else setting.value
+
+        records = s.get("records")
+        fields: dict[str | RecordType, str | Sequence[str]] = {}
+        rf = s.get("record-fields")
+        if rf is not None and rf.value is not None:
+            items = rf.value if isinstance(rf.value, tuple) else (rf.value,)
+            for item in items:
+                if isinstance(item, RecordFields):
+                    fields[item.record] = ",".join(item.fields)
+        layout = AcctLayout.build(
+            records.text if records is not None and records.value else "d,b",
+            fields or None,
+        )
+        target = block.path if block.path is not None else f"|{block.command}"
+        move = value("move-interval")
+        size = value("max-size")
+        delete = value("delete-after")
+        move_to = value("move-to")
+        out.append(
+            AcctFileSettings(
+                target=target,
+                layout=layout,
+                move_interval=float(move) if isinstance(move, int) and move else None,
+                max_size=int(size) if isinstance(size, int) and size else None,
+                delete_after=float(delete) if isinstance(delete, int) and delete else None,
+                move_to=str(move_to) if move_to else None,
+                world_readable=bool(value("world-readable")),
+            )
+        )
+    return out
+
+
+def delivery_settings(
+    policy: QueuePolicy, *, hostname: str, route: RouteSettings
+) -> DeliverySettings:
+    """A queue's timeouts and protocol knobs → the delivery edge's settings.
+
+    The source address and EHLO name are filled per connection from the VMTA's
+    ``smtp-source-host`` lines (``DeliverySettings.with_source``).
+    """
+    return DeliverySettings(
+        ehlo_hostname=hostname,
+        connect_timeout=_seconds(policy, "connect-timeout", 120.0) or 120.0,
+        smtp_greeting_timeout=_seconds(policy, "smtp-greeting-timeout", 300.0) or 300.0,
+        data_send_timeout=_seconds(policy, "data-send-timeout", 180.0) or 180.0,
+        smtp_data_termination_timeout=(
+            _seconds(policy, "smtp-data-termination-timeout", 600.0) or 600.0
+        ),
+        ignore_pipelining=_bool(policy, "ignore-pipelining", False),
+        ignore_8bitmime=_bool(policy, "ignore-8bitmime", False),
+        ignore_dsn=_bool(policy, "ignore-dsn", False),
+        smtp_421_means_mx_unavailable=_bool(policy, "smtp-421-means-mx-unavailable", False),
+        assume_delivery_upon_data_termination_timeout=_bool(
+            policy, "assume-delivery-upon-data-termination-timeout", False
+        ),
+        route=route,
+    )
+
+
+def dns_servers(config: Config) -> tuple[list[str] | None, int]:
+    """The ``dns-server`` override: nameserver addresses and their port (one port for all).
+
+    None means the system resolver (/etc/resolv.conf).
+    """
+    setting = config.global_settings.get("dns-server")
+    if setting is None or not setting.value:
+        return None, 53
+    values = setting.value if isinstance(setting.value, tuple) else (setting.value,)
+    hosts: list[str] = []
+    port = 53
+    for value in values:
+        if isinstance(value, HostPort):
+            hosts.append(value.host)
+            port = value.port if value.port is not None else port
+    return (hosts or None), port
