@@ -1,0 +1,225 @@
+"""The cleanup(8) job of intake: a finished transaction → edited message → spool → hand-off.
+
+:class:`Injector` is shared by every session of every listener. It applies the source
+policy at end of data (size, header edits, VMTA check), builds the
+:class:`~sluice.message.Envelope`, awaits :meth:`Spool.store` (durable when it returns) and
+returns the reply for the client. The hand-off hooks are called by the session *after* the
+250 has been written, never before the store returned.
+
+Public names:
+
+- :class:`Transaction`: what a session collected between MAIL and the final dot.
+- :class:`Injector`: ``await inject(txn, policy, helo=..., client_ip=...) -> InjectResult``.
+- :class:`InjectResult`: the reply to send, and the id and envelope when stored.
+- ``OnAccepted`` / ``OnReceived``: the hand-off and accounting hook types.
+- :func:`queues_of`: recipient indices of an envelope grouped by queue name (``domain/vmta``)
+  through an injected ``queue_for(domain, vmta)``; :class:`QueueIndex`: an in-memory hand-off
+  target keyed by queue name, standing in for the scheduler.
+
+``inject`` never raises for store failures: SpoolFullError → 452 4.3.1, any other failure →
+451 4.3.0, and nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import count
+
+from sluice.clock import Clock
+from sluice.errors import ReplyHint, SpoolError, SpoolFullError
+from sluice.intake.headers import edit_headers, received_field
+from sluice.intake.policy import SourcePolicy, check_size, check_vmta, rcpt_domain
+from sluice.message import Envelope, MessageId, Recipient
+from sluice.spool.base import Spool
+
+__all__ = [
+    "STORE_FAILED",
+    "STORE_FULL",
+    "InjectResult",
+    "Injector",
+    "OnAccepted",
+    "OnReceived",
+    "QueueIndex",
+    "Transaction",
+    "default_queue_for",
+    "queues_of",
+]
+
+log = logging.getLogger("sluice.intake")
+
+#: The hand-off: called once per stored message, after its 250 was written.
+OnAccepted = Callable[[MessageId, Envelope], None]
+#: The accounting hook for ``r`` records: (id, envelope, stored size in octets).
+OnReceived = Callable[[MessageId, Envelope, int], None]
+#: Maps (recipient domain, VMTA or None) to a queue name, with ``queue-to`` applied.
+QueueFor = Callable[[str, str | None], str]
+
+#: Spool out of space: the client keeps the message and retries (RFC 3463 X.3.1).
+STORE_FULL = ReplyHint(code=452, enhanced="4.3.1", text="Insufficient system storage")
+#: Any other store failure (RFC 3463 X.3.0).
+STORE_FAILED = ReplyHint(code=451, enhanced="4.3.0", text="Local error in processing")
+
+
+_LONG_LINES_TAGS = (("long-lines", "yes"),)
+
+
+@dataclass(slots=True, kw_only=True)
+class Transaction:
+    """One mail transaction as collected by a session (mutable while it is collected)."""
+
+    sender: str
+    recipients: list[Recipient]
+    env_id: str | None = None
+    ret: str | None = None
+    smtputf8: bool = False
+    body_8bit: bool = False
+    #: The content has lines over 998 octets (accepted under LongLinePolicy.ACCEPT):
+    #: delivery must wrap them. Recorded as the envelope tag ``("long-lines", "yes")``.
+    long_lines: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InjectResult:
+    """The outcome of :meth:`Injector.inject`: a refusal, or the stored id and envelope."""
+
+    reply: ReplyHint
+    msg_id: MessageId | None = None
+    envelope: Envelope | None = None
+    size: int = 0
+
+
+class Injector:
+    """Turns finished transactions into stored messages (one instance per daemon).
+
+    ``known_vmtas``: lower-case names of every VMTA and pool, or ``None`` to skip the
+    check. ``hostname`` is this server's name in Received and Message-ID fields.
+    """
+
+    __slots__ = ("_boot", "_clock", "_counter", "_hostname", "_known", "_spool")
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        clock: Clock,
+        hostname: str,
+        known_vmtas: frozenset[str] | None = None,
+        boot_token: str = "0",
+    ) -> None:
+        self._spool = spool
+        self._clock = clock
+        self._hostname = hostname
+        self._known = known_vmtas
+        self._counter = count(1)
+        #: Makes Message-IDs unique across restarts (the daemon passes e.g. its start time).
+        self._boot = boot_token
+
+    @property
+    def hostname(self) -> str:
+        return self._hostname
+
+    async def inject(
+        self,
+        txn: Transaction,
+        content: bytes,
+        policy: SourcePolicy,
+        *,
+        helo: str,
+        client_ip: str,
+        protocol: str,
+    ) -> InjectResult:
+        """Apply ``policy`` to ``content`` (the DATA, CRLF, unstuffed) and store it."""
+        hint = check_size(policy, len(content))
+        if hint is not None:
+            return InjectResult(reply=hint)
+        now = self._clock.wall()
+        received = None
+        if policy.add_received_header:
+            rcpts = txn.recipients
+            received = received_field(
+                hostname=self._hostname,
+                helo=helo,
+                client_ip=client_ip,
+                protocol=protocol,
+                now=now,
+                hide_source=policy.hide_message_source,
+                recipient=rcpts[0].address if len(rcpts) == 1 else None,
+            )
+        message_id = None
+        if policy.add_message_id_header:
+            message_id = f"<{self._boot}.{next(self._counter)}@{self._hostname}>"
+        edit = edit_headers(
+            content, policy=policy, received=received, now=now, message_id=message_id
+        )
+        vmta = edit.vmta
+        if vmta is not None:
+            hint = check_vmta(vmta, self._known)
+            if hint is not None:
+                return InjectResult(reply=hint)
+        else:
+            vmta = policy.default_virtual_mta
+        envelope = Envelope(
+            sender=txn.sender,
+            recipients=tuple(txn.recipients),
+            vmta=vmta,
+            job_id=edit.job_id,
+            env_id=txn.env_id if txn.env_id is not None else edit.env_id,
+            ret=txn.ret,
+            source_ip=client_ip,
+            source_helo=helo,
+            arrival=now,
+            smtputf8=txn.smtputf8,
+            body_8bit=txn.body_8bit,
+            tags=_LONG_LINES_TAGS if txn.long_lines else (),
+        )
+        data = edit.header + edit.body  # the one copy: the spool takes a single bytes object
+        try:
+            msg_id = await self._spool.store(envelope, data)
+        except SpoolFullError:
+            return InjectResult(reply=STORE_FULL)
+        except SpoolError as exc:
+            log.warning("spool store failed: %s", exc)
+            return InjectResult(reply=STORE_FAILED)
+        except Exception:  # a bug in the store must not become a 250 or kill the session
+            log.exception("spool store raised unexpectedly")
+            return InjectResult(reply=STORE_FAILED)
+        ok = ReplyHint(code=250, enhanced="2.0.0", text=f"OK queued as {msg_id}")
+        return InjectResult(reply=ok, msg_id=msg_id, envelope=envelope, size=len(data))
+
+
+def queues_of(envelope: Envelope, queue_for: QueueFor) -> dict[str, list[int]]:
+    """Recipient indices of ``envelope`` grouped by queue name (``queue_for`` decides)."""
+    out: dict[str, list[int]] = {}
+    vmta = envelope.vmta
+    for index, rcpt in enumerate(envelope.recipients):
+        domain = rcpt_domain(rcpt.address) or ""
+        out.setdefault(queue_for(domain, vmta), []).append(index)
+    return out
+
+
+def default_queue_for(domain: str, vmta: str | None) -> str:
+    """``domain/vmta`` with no ``queue-to`` rewriting; ``{default}`` for the default VMTA."""
+    return f"{domain}/{vmta or '{default}'}"
+
+
+class QueueIndex:
+    """An in-memory queue index (queue name → [(id, rcpt index)]) usable as ``OnAccepted``.
+
+    Stands in for the scheduler's hand-off until it exists; recovery tests fill one from
+    :meth:`Spool.recover` the same way.
+    """
+
+    __slots__ = ("_queue_for", "queues")
+
+    def __init__(self, queue_for: QueueFor = default_queue_for) -> None:
+        self._queue_for = queue_for
+        self.queues: dict[str, list[tuple[MessageId, int]]] = {}
+
+    def __call__(self, msg_id: MessageId, envelope: Envelope) -> None:
+        for name, indices in queues_of(envelope, self._queue_for).items():
+            self.queues.setdefault(name, []).extend((msg_id, i) for i in indices)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.queues.values())

@@ -1,0 +1,444 @@
+"""One injection session: an asyncio Protocol driving ``smtp.Connection(SERVER)``.
+
+Bytes from the socket go into the engine; each event it returns is judged by the source
+policy and answered with one reply. The replies of one read are written with one
+``transport.write`` (pipelining costs one syscall per batch). At the end of DATA the session
+stops reading, hands the message to the :class:`~sluice.intake.inject.Injector` in a task
+owned by the server, and writes the 250 only when the store returned (the message is durable);
+then it calls the hand-off hooks and resumes with whatever the client pipelined behind the dot.
+
+Deadlines are stamps read by the server's single sweeper: a command must be complete within
+``command_timeout`` of its first byte (a per-record deadline: trickling does not extend it),
+a DATA read within ``command_timeout`` of the previous one, and an idle session is closed
+after ``idle_timeout``; both end with 421 4.4.2.
+
+Public names: SmtpSession, PolicySetup.
+Nothing is raised to asyncio: engine faults become a reply and a close, store failures a
+4xx, unexpected errors are logged and the connection aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from sluice import smtp
+from sluice.errors import ReplyHint
+from sluice.intake.inject import InjectResult, Transaction
+from sluice.intake.policy import SourcePolicy, check_connect, check_mail, check_rcpt
+from sluice.message import Recipient
+from sluice.smtp import replies as R
+
+if TYPE_CHECKING:
+    from sluice.intake.listener import IntakeServer
+
+__all__ = ["PolicySetup", "SmtpSession"]
+
+log = logging.getLogger("sluice.intake")
+
+_STATUS_OK = smtp.EnhancedStatus(klass=2, subject=0, detail=0)
+_NOT_AVAILABLE = smtp.Reply.of(454, "4.7.0", "TLS not available")
+_hint_replies: dict[ReplyHint, smtp.Reply] = {}
+
+
+def reply_of(hint: ReplyHint) -> smtp.Reply:
+    """The engine Reply for a policy hint (cached: hints are few and constant)."""
+    reply = _hint_replies.get(hint)
+    if reply is None:
+        reply = smtp.Reply.of(hint.code, hint.enhanced or None, hint.text)
+        if len(_hint_replies) < 256:
+            _hint_replies[hint] = reply
+    return reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySetup:
+    """What a session needs per source policy, built once per policy by the server."""
+
+    policy: SourcePolicy
+    limits: smtp.Limits
+    ehlo: smtp.Reply
+    helo: smtp.Reply
+    greeting: smtp.Reply
+    closing: smtp.Reply
+
+
+class SmtpSession(asyncio.Protocol):
+    """One SMTP connection; created by the server's protocol factory."""
+
+    __slots__ = (
+        "_chunks",
+        "_greet_handle",
+        "_in_command",
+        "_log_connections",
+        "_shutdown",
+        "_storing",
+        "_write_paused",
+        "client_ip",
+        "closed",
+        "conn",
+        "deadline",
+        "helo",
+        "protocol",
+        "server",
+        "setup",
+        "transport",
+        "txn",
+    )
+
+    def __init__(self, server: IntakeServer) -> None:
+        self.server = server
+        self.deadline = math.inf
+        self.closed = False
+        self.client_ip = ""
+        self.helo = ""
+        self.protocol = "SMTP"
+        self.txn: Transaction | None = None
+        self._chunks: list[bytes] = []
+        self._storing = False
+        self._shutdown = False
+        self._write_paused = False
+        self._in_command = False
+        self._log_connections = False
+        self._greet_handle: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses; they have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        ip = str(peer[0]) if peer else ""
+        self.client_ip = ip
+        server = self.server
+        if not server.admit(self, ip):
+            self._refuse(R.SHUTTING_DOWN if server.shutting_down else R.TOO_MANY_CONNECTIONS)
+            return
+        setup = server.setup_for(ip)
+        self.setup = setup
+        policy = setup.policy
+        if policy.log_connections:
+            self._log_connections = True
+            log.info("connect from %s", ip)
+        hint = check_connect(policy)
+        if hint is not None:
+            self._refuse(reply_of(hint))
+            return
+        self.conn = smtp.ServerConnection(
+            smtp.SERVER,
+            limits=setup.limits,
+            bare_line_ending=policy.bare_lf_policy,
+            long_lines=policy.long_lines,
+        )
+        limits = server.limits
+        now = server.clock.monotonic()
+        pause = 0.0 if policy.always_allow_relaying else limits.untrusted_greet_pause
+        if pause > 0:
+            self.deadline = now + pause + limits.idle_timeout
+            loop = asyncio.get_running_loop()
+            self._greet_handle = loop.call_later(pause, self._greet)
+        else:
+            self._greet()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.conn.state is smtp.State.DATA or not self._in_command:
+            self._in_command = True
+            self.deadline = self.server.clock.monotonic() + self.server.limits.command_timeout
+        self.conn.receive_data(data)
+        if not self._storing:
+            self._pump()
+
+    def eof_received(self) -> bool | None:
+        if self.closed:
+            return None
+        self.conn.receive_data(b"")
+        if self._storing:
+            return True  # keep the socket: the 250 is still owed; _store pumps the EOF
+        self._pump()
+        return None  # close our side too (after flushing the replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._greet_handle is not None:
+            self._greet_handle.cancel()
+            self._greet_handle = None
+        if not self.closed:
+            self.closed = True
+        self.server.release(self, self.client_ip)
+        if self._log_connections:
+            log.info("disconnect from %s", self.client_ip)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its commands.
+        self._write_paused = True
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self.closed and not self._storing:
+            self.transport.resume_reading()
+
+    # --- server-driven events ----------------------------------------------------------
+
+    def on_timeout(self) -> None:
+        """The sweeper found this session past its deadline."""
+        if self.closed:
+            return
+        if self._storing:  # the store decides; its reply resets the deadline
+            self.deadline = self.server.clock.monotonic() + self.server.limits.command_timeout
+            return
+        self._close_with(R.TIMEOUT)
+
+    def begin_shutdown(self) -> None:
+        """Daemon stop: 421 4.3.2 now, or after the store in flight has been answered."""
+        if self.closed:
+            return
+        if self._storing:
+            self._shutdown = True
+            return
+        self._close_with(R.SHUTTING_DOWN)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _refuse(self, reply: smtp.Reply) -> None:
+        """Answer a connection we will not serve, and close it."""
+        self.closed = True
+        self.transport.write(reply.to_bytes())
+        self.transport.close()
+
+    def _close_with(self, reply: smtp.Reply) -> None:
+        """An unsolicited reply (RFC 5321 §3.8: 421 at any time), then close.
+
+        Written directly: the engine only sends replies that are owed.
+        """
+        self.closed = True
+        self.transport.write(reply.to_bytes())
+        self.transport.close()
+
+    def _greet(self) -> None:
+        self._greet_handle = None
+        if self.closed:
+            return
+        self.deadline = self.server.clock.monotonic() + self.server.limits.idle_timeout
+        conn = self.conn
+        if conn.buffered_bytes:  # an early talker: the engine raises 554 5.5.0
+            self._pump()
+            return
+        self.transport.write(conn.send(self.setup.greeting))
+
+    def _pump(self) -> None:
+        """Turn buffered bytes into events and replies until the engine needs more bytes."""
+        conn = self.conn
+        policy = self.setup.policy
+        out: list[bytes] = []
+        send = conn.send
+        try:
+            while True:
+                try:
+                    ev = conn.next_event()
+                except smtp.RemoteProtocolError as exc:
+                    if exc.reply is not None:
+                        out.append(send(exc.reply))
+                    if policy.log_commands:
+                        log.info("%s: protocol error: %s", self.client_ip, exc)
+                    self._flush_and_close(out)
+                    return
+                if isinstance(ev, smtp.Signal):  # NEED_DATA, or PAUSED (greeting not sent yet)
+                    break
+                if type(ev) is smtp.ConnectionClosed:
+                    self._flush_and_close(out)
+                    return
+                if policy.log_commands and type(ev) is not smtp.DataChunk:
+                    log.info("%s: %r", self.client_ip, ev)
+                reply = self._handle(ev)
+                if reply is None:
+                    if self._storing or self.closed:
+                        break
+                    continue
+                out.append(send(reply))
+                if conn.state is smtp.State.CLOSED:
+                    self._flush_and_close(out)
+                    return
+        except Exception:
+            log.exception("intake session %s failed", self.client_ip)
+            self._flush_and_close(out)
+            return
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if not self._storing and not conn.buffered_bytes and conn.state is not smtp.State.DATA:
+            self._in_command = False
+            self.deadline = self.server.clock.monotonic() + self.server.limits.idle_timeout
+
+    def _flush_and_close(self, out: list[bytes]) -> None:
+        if out:
+            self.transport.write(b"".join(out))
+        self.closed = True
+        self.transport.close()
+
+    def _handle(self, ev: smtp.Event) -> smtp.Reply | None:
+        """The reply to one event, or None when it owes none (or the store answers it)."""
+        match ev:
+            case smtp.DataChunk():
+                self._chunks.append(ev.data)
+                return None
+            case smtp.RcptTo():
+                txn = self.txn
+                if txn is None:
+                    return R.NEED_MAIL
+                hint = check_rcpt(
+                    self.setup.policy, ev.address, len(txn.recipients), routed=bool(ev.route)
+                )
+                if hint is not None:
+                    return reply_of(hint)
+                txn.recipients.append(
+                    Recipient(address=ev.address, notify=ev.notify, orcpt=ev.orcpt)
+                )
+                return R.RECIPIENT_OK
+            case smtp.MailFrom():
+                hint = check_mail(self.setup.policy, ev.size)
+                if hint is not None:
+                    return reply_of(hint)
+                self.txn = Transaction(
+                    sender=ev.address,
+                    recipients=[],
+                    env_id=ev.envid,
+                    ret=ev.ret,
+                    smtputf8=ev.smtputf8,
+                    body_8bit=ev.body == "8BITMIME",
+                )
+                return R.SENDER_OK
+            case smtp.Data():
+                self._chunks = []
+                return R.START_MAIL_INPUT
+            case smtp.EndOfData():
+                if ev.reject is not None:
+                    self._end_txn()
+                    return ev.reject
+                self._start_store(ev)
+                return None
+            case smtp.Ehlo():
+                self.helo = ev.domain
+                self.protocol = "ESMTP"
+                self._end_txn()
+                return self.setup.ehlo
+            case smtp.Helo():
+                self.helo = ev.domain
+                self.protocol = "SMTP"
+                self._end_txn()
+                return self.setup.helo
+            case smtp.Quit():
+                return self.setup.closing
+            case smtp.Rset():
+                self._end_txn()
+                return R.OK
+            case smtp.BadCommand():
+                return ev.reply
+            case smtp.Bdat():
+                return None
+            case smtp.EndOfChunk():
+                if ev.reject is not None:
+                    self._end_txn()
+                    return ev.reject
+                return smtp.Reply(
+                    code=250, lines=(f"{ev.size} octets received",), enhanced=_STATUS_OK
+                )
+            case smtp.Noop():
+                return R.OK
+            case smtp.Vrfy():
+                return R.CANNOT_VRFY
+            case smtp.Help():
+                return R.HELP
+            case smtp.StartTls():
+                return _NOT_AVAILABLE
+            case smtp.Auth() | smtp.AuthResponse():
+                return R.COMMAND_NOT_IMPLEMENTED
+        raise AssertionError(f"unexpected SMTP event {ev!r}")  # pragma: no cover
+
+    def _end_txn(self) -> None:
+        self.txn = None
+        self._chunks = []
+
+    # --- end of data: store, then answer -------------------------------------------------
+
+    def _start_store(self, ev: smtp.EndOfData) -> None:
+        txn = self.txn
+        chunks = self._chunks
+        self.txn = None
+        self._chunks = []
+        if txn is None or not txn.recipients:  # the engine's sequence rules prevent this
+            raise AssertionError("end of data without a transaction")
+        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._storing = True
+        self.transport.pause_reading()
+        if ev.long_lines:
+            txn.long_lines = True
+        self.server.spawn(self._store(txn, content))
+
+    async def _store(self, txn: Transaction, content: bytes) -> None:
+        try:
+            await self._store_and_answer(txn, content)
+        except Exception:
+            log.exception("intake session %s failed after end of data", self.client_ip)
+            self.abort()
+
+    async def _store_and_answer(self, txn: Transaction, content: bytes) -> None:
+        server = self.server
+        result = await server.injector.inject(
+            txn,
+            content,
+            self.setup.policy,
+            helo=self.helo,
+            client_ip=self.client_ip,
+            protocol=self.protocol if not txn.smtputf8 else "UTF8" + self.protocol,
+        )
+        self._storing = False
+        msg_id = result.msg_id
+        if self.closed or self.transport.is_closing():
+            if msg_id is not None:
+                # Durable but never acknowledged: the client will send it again (a duplicate
+                # is allowed, a loss is not). Hand it off all the same.
+                self._hand_off(msg_id, result)
+            return
+        if msg_id is not None:
+            reply = smtp.Reply(code=250, lines=(f"Ok: queued as {msg_id}",), enhanced=_STATUS_OK)
+        else:
+            reply = reply_of(result.reply)
+        try:
+            self.transport.write(self.conn.send(reply))
+        except smtp.LocalProtocolError:
+            log.exception("intake session %s: engine refused the reply", self.client_ip)
+            self.abort()
+        if msg_id is not None:
+            self._hand_off(msg_id, result)
+        if self.closed:
+            return
+        if self._shutdown:
+            self._close_with(R.SHUTTING_DOWN)
+            return
+        self.deadline = server.clock.monotonic() + server.limits.idle_timeout
+        self._in_command = False
+        if not self._write_paused:
+            self.transport.resume_reading()
+        self._pump()  # what was pipelined behind the dot, or the EOF that came with it
+
+    def _hand_off(self, msg_id: int, result: InjectResult) -> None:
+        envelope = result.envelope
+        assert envelope is not None
+        hooks = self.server.hooks
+        try:
+            if hooks.on_accepted is not None:
+                hooks.on_accepted(msg_id, envelope)
+            if hooks.on_received is not None:
+                hooks.on_received(msg_id, envelope, result.size)
+        except Exception:
+            log.exception("intake hand-off hook failed for message %s", msg_id)
