@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from sluice.acct.records import AcctRecord, RecordType
 from sluice.acct.writer import AcctLog
+from sluice.bounce import Classifier
 from sluice.clock import Clock
 from sluice.config import Config
 from sluice.daemon.manager import DeliveryManager
@@ -67,6 +68,9 @@ class Daemon:
         self.clock = clock
         self.options = options or DaemonOptions()
         self.router = QueueRouter(config)
+        self.classifier = Classifier.from_config(
+            (p.pattern, p.category) for p in config.bounce_category_patterns
+        )
         self.scheduler = Scheduler(
             rng=random.Random(),
             settings_for=self._settings_for,
@@ -224,6 +228,17 @@ class Daemon:
         for queue, indexes in self.router.queues_of(envelope, vmta).items():
             self._apply(self.scheduler.add(queue, msg_id, indexes, envelope.arrival, now))
         self._wakeup.set()
+
+    def accept_local(self, msg_id: MessageId, envelope: Envelope) -> None:
+        """Queue a message Sluice made itself (a DSN), already durable in the spool."""
+        self._accepted(msg_id, envelope)
+
+    @property
+    def postmaster(self) -> str:
+        setting = self.config.global_settings.get("postmaster")
+        if setting is not None and isinstance(setting.value, str) and setting.value:
+            return setting.value
+        return f"postmaster@{self.hostname}"
 
     def _received(self, msg_id: MessageId, envelope: Envelope, size: int) -> None:
         if self.acct is None:

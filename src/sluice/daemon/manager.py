@@ -14,22 +14,34 @@ Public names: DeliveryManager.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sluice.acct.records import AcctRecord, RecordType, dsn_status_text
+from sluice.acct.records import AcctRecord, RecordType
+from sluice.bounce import (
+    Diagnostic,
+    DsnAction,
+    DsnEntry,
+    acct_fields,
+    build_dsn,
+    dsn_recipients,
+)
+from sluice.bounce import Phase as BouncePhase
 from sluice.config import DEFAULT_VMTA, parse_queue_name
 from sluice.daemon.mapping import delivery_settings, dns_servers, route_settings
 from sluice.delivery import ConnectFailure, Session, Transfer, open_session
 from sluice.delivery.values import SessionInfo
+from sluice.errors import SpoolError
 from sluice.message import MessageId, RcptState
 from sluice.net.dns import CachingResolver, DnsResolver
 from sluice.routing import SourceChooser, SourceHost
 from sluice.sched import (
     Action,
     Bounce,
+    BounceReason,
     Close,
     Connect,
     Defer,
@@ -66,6 +78,8 @@ class DeliveryManager:
         self.finished: list[MessageId] = []
         self.wake_at: float | None = None
         self.possible_duplicates = 0
+        self.dsn_jobs: list[tuple[MessageId, tuple[int, ...], Diagnostic]] = []
+        self._dsn_serial = 0
         self._sources: dict[str, SourceChooser | None] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -211,6 +225,8 @@ class DeliveryManager:
         spool = self.d.spool
         if spool is None:
             return
+        if self.dsn_jobs:
+            await self._send_dsns()
         if self.updates:
             updates, self.updates = self.updates, []
             await spool.mark(updates)
@@ -297,7 +313,17 @@ class DeliveryManager:
                 pass
         self.execute(self.sched.connection_closed(action.connection_id, self.d.clock.wall()))
 
-    # ---- accounting ------------------------------------------------------------------
+    # ---- accounting and DSNs ---------------------------------------------------------
+
+    def _diagnostic(self, kind: RecordType, text: str, info: SessionInfo | None) -> Diagnostic:
+        local = {RecordType.DELIVERY: "2.0.0", RecordType.BOUNCE: "5.0.0"}.get(kind, "4.0.0")
+        return Diagnostic.from_text(
+            text or local,
+            BouncePhase.RCPT,
+            local_status=local,
+            remote_mta=info.remote_host if info is not None else "",
+            remote_ip=info.remote_address if info is not None else "",
+        )
 
     def _acct(
         self,
@@ -308,6 +334,7 @@ class DeliveryManager:
         rcpts: Sequence[int],
         text: str,
         info: SessionInfo | None,
+        diag: Diagnostic | None = None,
     ) -> None:
         acct = self.d.acct
         envelope = self.d.envelopes.get(msg_id)
@@ -315,12 +342,10 @@ class DeliveryManager:
             return
         now = self.d.clock.wall()
         _, vmta = parse_queue_name(queue)
-        status = _status_of(text, kind)
-        action = {
-            RecordType.DELIVERY: "relayed",
-            RecordType.BOUNCE: "failed",
-            RecordType.TRANSIENT: "delayed",
-        }.get(kind, "")
+        if diag is None:
+            diag = self._diagnostic(kind, text, info)
+        fields = acct_fields(diag, self.d.classifier, final=kind is not RecordType.TRANSIENT)
+        pool = envelope.vmta if envelope.vmta and envelope.vmta in self.d.config.pools else ""
         for index in rcpts:
             rcpt = envelope.recipients[index]
             acct.record(
@@ -331,13 +356,14 @@ class DeliveryManager:
                     orig=envelope.sender,
                     rcpt=rcpt.address,
                     orcpt=rcpt.orcpt or "",
-                    dsn_action=action,
-                    dsn_status=dsn_status_text(status),
-                    dsn_diag=f"smtp;{text}" if text else "",
-                    dsn_mta=info.mta if info is not None else "",
+                    dsn_action=fields.dsn_action,
+                    dsn_status=fields.dsn_status,
+                    dsn_diag=fields.dsn_diag,
+                    dsn_mta=fields.dsn_mta,
+                    bounce_cat=fields.bounce_cat,
                     src_type=envelope.source_type,
                     src_mta=envelope.source_helo,
-                    dlv_type="smtp",
+                    dlv_type="smtp" if info is not None else "",
                     dlv_source_ip=info.local_address if info is not None else "",
                     dlv_destination_ip=info.remote_address if info is not None else "",
                     dlv_esmtp_available=info.esmtp_available if info is not None else "",
@@ -345,18 +371,63 @@ class DeliveryManager:
                     job_id=envelope.job_id or "",
                     env_id=envelope.env_id or "",
                     queue=queue,
-                    vmta_pool=envelope.vmta
-                    if envelope.vmta and envelope.vmta in self.d.config.pools
-                    else "",
+                    vmta_pool=pool,
                 )
             )
 
+    def _bounce(self, action: Bounce, info: SessionInfo | None) -> None:
+        diag = self._diagnostic(RecordType.BOUNCE, action.text, info)
+        if action.reason is BounceReason.EXPIRED:
+            diag = Diagnostic.expired(diag if action.text else None)
+        self._acct(
+            RecordType.BOUNCE,
+            queue=action.queue,
+            msg_id=action.msg_id,
+            rcpts=action.rcpts,
+            text=action.text,
+            info=info,
+            diag=diag,
+        )
+        envelope = self.d.envelopes.get(action.msg_id)
+        if envelope is not None:
+            owed = dsn_recipients(envelope, action.rcpts, DsnAction.FAILED)
+            if owed:
+                self.dsn_jobs.append((action.msg_id, owed, diag))
+        self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
 
-def _status_of(text: str, kind: RecordType) -> str:
-    """The RFC 3463 status in a reply text (``250 2.0.0 ok`` → ``2.0.0``), else by class."""
-    parts = text.split(None, 2)
-    if len(parts) >= 2 and parts[1][:1] in "245" and parts[1].count(".") == 2:
-        return parts[1]
-    if parts and parts[0][:1] in "245":
-        return f"{parts[0][0]}.0.0"
-    return {RecordType.DELIVERY: "2.0.0", RecordType.BOUNCE: "5.0.0"}.get(kind, "4.0.0")
+    async def _send_dsns(self) -> None:
+        """Build and queue the DSNs owed; runs before the originals may be removed."""
+        jobs, self.dsn_jobs = self.dsn_jobs, []
+        spool = self.d.spool
+        assert spool is not None
+        now = self.d.clock.wall()
+        for msg_id, indexes, diag in jobs:
+            envelope = self.d.envelopes.get(msg_id)
+            if envelope is None:
+                continue
+            try:
+                original = await spool.load_body(msg_id)
+            except SpoolError as exc:
+                log.error("message %d: cannot load it to build its DSN: %s", msg_id, exc)
+                original = b""
+            self._dsn_serial += 1
+            dsn_id = f"<dsn.{int(now)}.{self._dsn_serial}@{self.d.hostname}>"
+            dsn = build_dsn(
+                envelope=envelope,
+                entries=[
+                    DsnEntry(index=i, action=DsnAction.FAILED, diagnostic=diag) for i in indexes
+                ],
+                original=original,
+                reporting_mta=self.d.hostname,
+                postmaster=self.d.postmaster,
+                now=now,
+                make_id=functools.partial(str, dsn_id),
+            )
+            dsn_envelope = dsn.envelope(arrival=now)
+            try:
+                new_id = await spool.store(dsn_envelope, dsn.data)
+            except SpoolError as exc:
+                log.error("message %d: DSN not queued: %s", msg_id, exc)
+                continue
+            log.info("message %d: DSN to <%s> queued as %d", msg_id, envelope.sender, new_id)
+            self.d.accept_local(new_id, dsn_envelope)
