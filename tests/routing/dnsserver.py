@@ -23,9 +23,8 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import dns.exception
 import dns.flags
@@ -37,108 +36,16 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from sluice.routing import DnsFailure, FakeName, normalize_name
+from sluice.net.dnsserver import DnsServer, run_dns_server
 
 __all__ = ["DNSMASQ", "DnsTestServer", "run_dns_server", "run_dnsmasq"]
+
+#: The server lives in the product (``sluice demo`` uses it); tests keep their old name.
+DnsTestServer = DnsServer
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 _POLL = 0.05  # seconds between checks of the stop flag
 _SOA = "ns.test. hostmaster.test. 1 3600 600 86400 {minimum}"
-
-
-class DnsTestServer:
-    """A UDP DNS server answering from ``zones``; use as a context manager."""
-
-    def __init__(self, zones: Mapping[str, FakeName], host: str = "127.0.0.1") -> None:
-        self.zones: dict[str, FakeName] = {normalize_name(k): v for k, v in zones.items()}
-        self.queries: list[tuple[str, str]] = []
-        self.host = host
-        self.port = 0
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.host, self.port
-
-    def __enter__(self) -> DnsTestServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((self.host, 0))
-        sock.settimeout(_POLL)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, name="dns-test-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._sock is not None:
-            self._sock.close()
-
-    def _serve(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                wire, peer = self._sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                reply = self._answer(dns.message.from_wire(wire))
-            except Exception:  # junk in: no reply, like a real server under attack
-                continue
-            if reply is not None:
-                with contextlib.suppress(OSError):
-                    self._sock.sendto(reply.to_wire(), peer)
-
-    def _answer(self, query: dns.message.Message) -> dns.message.Message | None:
-        question = query.question[0]
-        name = normalize_name(question.name.to_text())
-        rdtype = dns.rdatatype.to_text(question.rdtype)
-        self.queries.append((rdtype, name))
-        entry = self.zones.get(name)
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        if entry is None:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-            return response
-        if entry.failure is DnsFailure.TIMEOUT:
-            return None
-        if entry.failure is DnsFailure.SERVFAIL:
-            response.flags &= ~dns.flags.AA
-            response.set_rcode(dns.rcode.SERVFAIL)
-            return response
-        values: list[str] = []
-        if rdtype == "MX":
-            values = [f"{pref} {normalize_name(x).rstrip('.')}." for pref, x in entry.mx]
-        elif rdtype == "A":
-            values = list(entry.a)
-        elif rdtype == "AAAA":
-            values = list(entry.aaaa)
-        if values:
-            response.answer.append(
-                dns.rrset.from_text_list(question.name, entry.ttl, "IN", rdtype, values)
-            )
-        elif entry.negative_ttl > 0:
-            soa = _SOA.format(minimum=entry.negative_ttl)
-            response.authority.append(
-                dns.rrset.from_text_list("test.", entry.negative_ttl, "IN", "SOA", [soa])
-            )
-        return response
-
-
-@contextlib.contextmanager
-def run_dns_server(
-    zones: Mapping[str, FakeName], host: str = "127.0.0.1"
-) -> Iterator[tuple[str, int]]:
-    """Serve ``zones`` on ``host`` and a free UDP port; yields ``(host, port)``."""
-    with DnsTestServer(zones, host) as server:
-        yield server.address
 
 
 def _free_port(host: str) -> int:
