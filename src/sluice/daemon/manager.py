@@ -47,8 +47,10 @@ from sluice.sched import (
     Defer,
     Deliver,
     Delivered,
+    Outcome,
     Removed,
     Result,
+    Scope,
     Wake,
 )
 from sluice.spool.base import RcptUpdate
@@ -282,14 +284,26 @@ class DeliveryManager:
         spool = self.d.spool
         assert spool is not None
         transfers: list[Transfer] = []
-        for txn in action.transactions:
-            envelope = self.d.envelopes[txn.msg_id]
-            body = await spool.load_body(txn.msg_id)
+        results: list[Result] = []
+        bodies = await asyncio.gather(
+            *(spool.load_body(txn.msg_id) for txn in action.transactions), return_exceptions=True
+        )
+        for txn, body in zip(action.transactions, bodies, strict=True):
+            envelope = self.d.envelopes.get(txn.msg_id)
+            if isinstance(body, BaseException) or envelope is None or session is None:
+                why = "no session" if session is None else "cannot load the message"
+                if isinstance(body, BaseException):
+                    why = f"{why}: {body}"
+                log.error("queue %s: message %d: %s", action.queue, txn.msg_id, why)
+                outcome = Outcome.transient(f"451 4.3.0 {why}", Scope.MESSAGE)
+                results.append(Result(msg_id=txn.msg_id, rcpts=txn.rcpts, outcome=outcome))
+                continue
             transfers.append(Transfer.from_envelope(txn.msg_id, envelope, txn.rcpts, body))
-        if session is None:
+        if session is None or not transfers:
+            now = self.d.clock.wall()
+            self.execute(self.sched.report(action.connection_id, results, now))
             return
         reports = await session.deliver(transfers)
-        results: list[Result] = []
         for report in reports:
             results.extend(report.results)
             if report.possible_duplicate:
@@ -302,16 +316,21 @@ class DeliveryManager:
                 )
         now = self.d.clock.wall()
         self.execute(self.sched.report(action.connection_id, results, now), session.info)
+        if not session.is_usable:
+            await self._end_session(action.connection_id)
 
     async def _close(self, action: Close) -> None:
-        session = self.sessions.pop(action.connection_id, None)
-        self.conn_queue.pop(action.connection_id, None)
+        await self._end_session(action.connection_id)
+
+    async def _end_session(self, connection_id: int) -> None:
+        """QUIT and forget a session, and tell the scheduler exactly once."""
+        if connection_id not in self.conn_queue:
+            return
+        del self.conn_queue[connection_id]
+        session = self.sessions.pop(connection_id, None)
         if session is not None:
-            try:
-                await session.close()
-            except OSError:
-                pass
-        self.execute(self.sched.connection_closed(action.connection_id, self.d.clock.wall()))
+            await session.close()
+        self.execute(self.sched.connection_closed(connection_id, self.d.clock.wall()))
 
     # ---- accounting and DSNs ---------------------------------------------------------
 
