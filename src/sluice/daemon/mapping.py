@@ -79,15 +79,18 @@ class ConfigSourceMap(SourcePolicyMap):
     """The intake's source lookup backed by the configuration's ``<source>`` resolution.
 
     Most specific ``<source>`` block first, falling back through less specific ones to the
-    global settings (docs/config.md). A client that no ``<source>`` block matches may relay
-    only from loopback, the intake's built-in default.
+    global settings (docs/config.md). When the configuration has no address ``<source>``
+    block at all, a client from loopback may relay (the intake's built-in default); once the
+    operator writes address rules, they alone decide, so with only ``<source 127.0.0.1>``
+    a client at 127.0.0.66 may not relay (test-plan T09).
     """
 
-    __slots__ = ("_by_match", "_config", "_relay_domains")
+    __slots__ = ("_by_match", "_config", "_loopback_default", "_relay_domains")
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self._config = config
+        self._loopback_default = not any(r.network is not None for r in config.sources)
         self._by_match: dict[tuple[str, ...], SourcePolicy] = {}
         relay = config.global_settings.get("relay-domain")
         domains: set[str] = set()
@@ -105,7 +108,7 @@ class ConfigSourceMap(SourcePolicyMap):
         if cached is not None:
             return cached
         policy = source_policy(resolved, self._relay_domains)
-        if not resolved.matched and _is_loopback(resolved.ip):
+        if not resolved.matched and self._loopback_default and _is_loopback(resolved.ip):
             policy = replace(policy, always_allow_relaying=True)
         if not resolved.matched:
             # Cache per loopback-ness only: unmatched clients share one of two policies.

@@ -97,7 +97,7 @@ class Injector:
     check. ``hostname`` is this server's name in Received and Message-ID fields.
     """
 
-    __slots__ = ("_boot", "_clock", "_counter", "_hostname", "_known", "_spool")
+    __slots__ = ("_boot", "_clock", "_counter", "_full_since", "_hostname", "_known", "_spool")
 
     def __init__(
         self,
@@ -115,6 +115,8 @@ class Injector:
         self._counter = count(1)
         #: Makes Message-IDs unique across restarts (the daemon passes e.g. its start time).
         self._boot = boot_token
+        #: When the spool last turned full (0: it is not): one warning per full spell.
+        self._full_since = 0.0
 
     @property
     def hostname(self) -> str:
@@ -177,7 +179,12 @@ class Injector:
         data = edit.header + edit.body  # the one copy: the spool takes a single bytes object
         try:
             msg_id = await self._spool.store(envelope, data)
-        except SpoolFullError:
+        except SpoolFullError as exc:
+            if not self._full_since:
+                self._full_since = now
+                log.warning(
+                    "spool full (%s): refusing mail with 452 4.3.1 until space returns", exc
+                )
             return InjectResult(reply=STORE_FULL)
         except SpoolError as exc:
             log.warning("spool store failed: %s", exc)
@@ -185,6 +192,9 @@ class Injector:
         except Exception:  # a bug in the store must not become a 250 or kill the session
             log.exception("spool store raised unexpectedly")
             return InjectResult(reply=STORE_FAILED)
+        if self._full_since:
+            log.info("spool accepts mail again after %.0fs full", now - self._full_since)
+            self._full_since = 0.0
         ok = ReplyHint(code=250, enhanced="2.0.0", text=f"OK queued as {msg_id}")
         return InjectResult(reply=ok, msg_id=msg_id, envelope=envelope, size=len(data))
 

@@ -1,0 +1,76 @@
+"""Config → part settings: the daemon's mapping of the resolved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sluice.config import load_config_text
+from sluice.daemon.mapping import (
+    ConfigSourceMap,
+    acct_settings,
+    dns_servers,
+    queue_settings,
+    route_settings,
+)
+from sluice.daemon.routing_map import QueueRouter
+from sluice.message import Envelope, Recipient
+
+SEED = (Path(__file__).resolve().parents[2] / "examples" / "seed.conf").read_text()
+
+
+def test_seed_source_trusts_only_the_listed_address() -> None:
+    sources = ConfigSourceMap(load_config_text(SEED))
+    trusted = sources.lookup("127.0.0.1")
+    assert trusted.always_allow_relaying
+    assert trusted.process_x_virtual_mta
+    assert trusted.default_virtual_mta == "transactional"
+    assert not sources.lookup("127.0.0.66").always_allow_relaying
+
+
+def test_without_source_blocks_loopback_may_relay() -> None:
+    sources = ConfigSourceMap(load_config_text("smtp-listener 127.0.0.1:2525\n"))
+    assert sources.lookup("127.0.0.66").always_allow_relaying
+    assert not sources.lookup("192.0.2.1").always_allow_relaying
+
+
+def test_seed_hotmail_queue_settings() -> None:
+    config = load_config_text(SEED)
+    settings = queue_settings(config.queue_policy("msn.com", "transactional"))
+    assert settings.max_smtp_out == 20
+    assert settings.max_msg_per_connection == 100
+    assert settings.max_errors_per_connection == 5
+    assert settings.retry_after == (1800.0,)
+    assert settings.min_retry_interval == 900.0
+    assert settings.bounce_after == 4 * 86400.0
+    assert settings.bounce_on_4xx is False
+    marketing = queue_settings(config.queue_policy("hotmail.com", "marketing-1"))
+    assert marketing.bounce_after == 2 * 3600.0
+
+
+def test_route_dns_and_acct_mapping() -> None:
+    config = load_config_text(
+        "dns-server 127.0.0.1:5353\n"
+        "<domain a.test>\n route [127.0.1.1]:2526\n</domain>\n"
+        "<acct-file /tmp/x.csv>\n records d,b\n record-fields d *,header_X-Id\n</acct-file>\n"
+    )
+    assert dns_servers(config) == (["127.0.0.1"], 5353)
+    route = route_settings(config.queue_policy("a.test"))
+    assert route.route is not None
+    assert route.route.port == 2526
+    (acct,) = acct_settings(config)
+    assert acct.target == "/tmp/x.csv"
+    assert "header_X-Id" in acct.layout.header()
+
+
+def test_pool_members_alternate_and_queue_to_applies() -> None:
+    router = QueueRouter(load_config_text(SEED))
+    picks = [router.vmta_for("marketing") for _ in range(4)]
+    assert sorted(set(picks)) == ["marketing-1", "marketing-2"]
+    envelope = Envelope(
+        sender="a@x.test",
+        recipients=(Recipient(address="u@msn.com"), Recipient(address="v@example.org")),
+    )
+    assert router.queues_of(envelope, "transactional") == {
+        "hotmail.com/transactional": [0],
+        "example.org/transactional": [1],
+    }
