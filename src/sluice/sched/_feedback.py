@@ -1,5 +1,7 @@
 """What the scheduler does with news from delivery: connections opened, failed or closed,
 and the outcome of each recipient of each transaction (Postfix ``smtp_trouble.c`` scopes).
+Every reply text is first run through the queue's reply rules (:mod:`sluice.sched._shaping`),
+so a backoff decided by a reply already governs the fate of that same report.
 
 Public names: none (Feedback is a base of :class:`~sluice.sched.planner.Scheduler`, whose
 methods ``connection_opened``, ``connection_failed``, ``connection_closed`` and ``report``
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sluice.sched._state import SchedulerState
+from sluice.sched._shaping import Shaping
 from sluice.sched.actions import (
     Action,
     BounceReason,
@@ -20,6 +22,7 @@ from sluice.sched.actions import (
     Delivered,
     Removed,
 )
+from sluice.sched.backoff import QueueMode
 from sluice.sched.errors import SchedulerError
 from sluice.sched.outcome import Outcome, OutcomeKind, Result, Scope
 from sluice.sched.queues import (
@@ -39,7 +42,7 @@ __all__ = ["Feedback"]
 _PER_RECIPIENT = (Scope.RECIPIENT, Scope.MESSAGE)
 
 
-class Feedback(SchedulerState):
+class Feedback(Shaping):
     """Connection events and per-recipient outcomes, fed back into the queues."""
 
     # ---- connection events ------------------------------------------------------------
@@ -66,6 +69,8 @@ class Feedback(SchedulerState):
         self._forget(conn)
         q.event(now, EventType.CONNECT_FAILED, outcome.text)
         actions: list[Action] = []
+        if q.settings.reply_rules:
+            self._observe(q, conn, outcome.text, now, actions)
         if outcome.kind is OutcomeKind.PERMANENT:
             for entry in q.drain_ready() + q.drain_waiting():
                 actions.append(self._bounce(q, entry, BounceReason.PERMANENT, now, outcome.text))
@@ -107,6 +112,7 @@ class Feedback(SchedulerState):
         if conn.state == CONNECTING:
             raise SchedulerError(f"connection {connection_id} has not opened")
         q = conn.queue
+        results = list(results)
         by_rcpt = {(e.msg_id, r): e for e in conn.in_flight for r in e.rcpts}
         reported: dict[Entry, dict[Outcome, list[int]]] = {}
         for result in results:
@@ -122,6 +128,14 @@ class Feedback(SchedulerState):
             return []
         conn.in_flight = [e for e in conn.in_flight if e not in reported]
         actions: list[Action] = []
+        if q.settings.reply_rules:
+            seen: set[str] = set()
+            for result in results:
+                text = result.outcome.text
+                if text not in seen:
+                    seen.add(text)
+                    self._observe(q, conn, text, now, actions)
+        delivered_text = ""
         site: Outcome | None = None
         session: Outcome | None = None
         delivered = False
@@ -136,6 +150,7 @@ class Feedback(SchedulerState):
                 kind = outcome.kind
                 if kind is OutcomeKind.DELIVERED:
                     delivered = True
+                    delivered_text = outcome.text
                     actions.append(
                         Delivered(
                             queue=q.name, msg_id=part.msg_id, rcpts=part.rcpts, text=outcome.text
@@ -161,6 +176,8 @@ class Feedback(SchedulerState):
                     untried.append(rest)
         q.requeue(untried)
         conn.errors += errors
+        if delivered and q.mode is QueueMode.BACKOFF:
+            self._delivered_in_backoff(q, conn, now, delivered_text, actions)
         self._after_report(
             conn, q, now, delivered=delivered, site=site, session=session, actions=actions
         )
@@ -232,5 +249,7 @@ class Feedback(SchedulerState):
             self._close(conn, CloseReason.MAX_MSG, actions)
         elif q.active_connections() - q.closing > q.limits.max_smtp_out:
             self._close(conn, CloseReason.OVER_LIMIT, actions)
+        elif self._source_off(conn):
+            self._close(conn, CloseReason.SOURCE_DISABLED, actions)
         else:
             self._make_idle(conn, now)

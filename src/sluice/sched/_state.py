@@ -21,6 +21,7 @@ from sluice.sched.outcome import Outcome
 from sluice.sched.queues import CLOSING, CONNECTING, Conn, Entry, EventType, ScheduledQueue
 from sluice.sched.retry import jittered
 from sluice.sched.settings import DEFAULT_SETTINGS, QueueSettings
+from sluice.sched.sources import SourceState
 from sluice.sched.timeq import TimeQ
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_RECOVERY_SPREAD", "SchedulerState"]
@@ -34,6 +35,11 @@ DEFAULT_MAX_BATCH = 10
 #: spread uniformly over this many seconds instead of being released at once (KumoMTA's
 #: "synchronized retry stampede"; test-plan §4).
 DEFAULT_RECOVERY_SPREAD = 300.0
+#: Resolution of the queues' wake-up times: 1/1024 s. Rate limiters hand out "not before"
+#: times 0.72 s apart (5000/h); rounding those up to whole seconds would cut such a rate by
+#: a quarter. A power of two keeps the bucket arithmetic exact in binary floating point, so a
+#: wake-up at the returned time always finds its bucket due.
+WAKE_RESOLUTION = 1.0 / 1024
 
 
 def _defaults(_queue: str) -> QueueSettings:
@@ -70,7 +76,13 @@ class SchedulerState:
         #: Queues that want connections the global cap did not give them.
         self._starved: dict[ScheduledQueue, None] = {}
         #: When queues need looking at again (retries due, retry mode over, throttles).
-        self._wakeq: TimeQ[ScheduledQueue] = TimeQ()
+        self._wakeq: TimeQ[ScheduledQueue] = TimeQ(WAKE_RESOLUTION)
+        #: Shared state of each source key (address, group): connections and limiters.
+        self._sources: dict[tuple[str, str], SourceState] = {}
+        #: True while new connections are held back (``hold_connections``).
+        self._held = False
+        #: Highest priority among starved queues at the start of the current plan (-1: none).
+        self._top_starved = -1
         #: When idle connections time out.
         self._idleq: TimeQ[Conn] = TimeQ()
 
@@ -142,6 +154,13 @@ class SchedulerState:
             q.connecting -= 1
         elif conn.state == CLOSING:
             q.closing -= 1
+        if conn.source is not None:
+            state = self._sources.get(conn.source.key)
+            if state is not None:
+                state.conns -= 1
+                for waiter in state.waiters:
+                    self._dirty[waiter] = None
+                state.waiters.clear()
 
     def _site_failed(
         self, q: ScheduledQueue, outcome: Outcome, now: float, actions: list[Action]

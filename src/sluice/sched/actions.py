@@ -6,14 +6,24 @@ recipients (``Delivered``, ``Defer``, ``Bounce``, ``Removed``) and ``Close``. Th
 executes them in order: open or close connections, run transactions, write the spool and the
 accounting file, send DSNs, and call ``plan`` again no later than ``Wake.at``.
 
+Traffic shaping adds three more: ``ModeChanged`` (a queue entered or left backoff: log it,
+send ``backoff-notify``), ``SourceDisabled`` (a reply rule stopped a source IP for a queue:
+log it, ``disabled-source-ip-notify``) and ``Reroute`` (``backoff-reroute-to-virtual-mta``:
+these recipients left the queue; ``add`` them to the queue of the same domain on
+``to_vmta`` with the given arrival, attempts and next attempt, and record the new VMTA in the
+spool).
+
 Public names: Transaction, Connect, Deliver, Close, CloseReason, Delivered, Defer, Bounce,
-BounceReason, Removed, Wake, Action. Nothing here raises.
+BounceReason, Removed, Wake, ModeChanged, SourceDisabled, Reroute, Action. Nothing here
+raises.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from sluice.sched.backoff import QueueMode
 
 __all__ = [
     "Action",
@@ -25,7 +35,10 @@ __all__ = [
     "Defer",
     "Deliver",
     "Delivered",
+    "ModeChanged",
     "Removed",
+    "Reroute",
+    "SourceDisabled",
     "Transaction",
     "Wake",
 ]
@@ -44,10 +57,12 @@ class Transaction:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Connect:
     """Open a connection for ``queue`` (routing, MX, connect, greeting, EHLO), then call
-    ``connection_opened`` or ``connection_failed`` with this ``connection_id``."""
+    ``connection_opened`` or ``connection_failed`` with this ``connection_id``. ``source`` is
+    the local address to bind to when the queue lists its sources (None: delivery chooses)."""
 
     queue: str
     connection_id: int
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +91,12 @@ class CloseReason(enum.Enum):
     PAUSED = "paused"
     #: The queue's connection cap dropped below its open connections (backoff, reload).
     OVER_LIMIT = "over-limit"
+    #: A higher-priority queue waits for a slot under ``total-max-smtp-out``
+    #: (``allow-priority-interruption``): this idle connection of a lower-priority queue
+    #: gives its slot up.
+    PRIORITY = "priority"
+    #: A reply rule disabled the connection's source IP for the queue.
+    SOURCE_DISABLED = "source-disabled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,4 +170,55 @@ class Wake:
     at: float
 
 
-Action = Connect | Deliver | Close | Delivered | Defer | Bounce | Removed | Wake
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeChanged:
+    """``queue`` entered (or left) backoff at the reply ``text`` (or why it left); in backoff,
+    ``until`` is when it returns to normal by itself (None: never by itself)."""
+
+    queue: str
+    mode: QueueMode
+    until: float | None
+    text: str
+    #: The actions in force, as the monitor shows them ("max-smtp-out=5 max-msg-rate=…").
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceDisabled:
+    """A reply rule stopped ``queue`` using ``source`` (None: the queue's only, unnamed
+    source) until ``until`` (None: until a reload or restart)."""
+
+    queue: str
+    source: str | None
+    until: float | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reroute:
+    """These recipients left ``queue`` for the same domain on ``to_vmta``
+    (``backoff-reroute-to-virtual-mta``): ``add`` them there with these values."""
+
+    queue: str
+    to_vmta: str
+    msg_id: int
+    rcpts: tuple[int, ...]
+    arrival: float
+    attempts: int
+    #: When they were due in the old queue (None: ready now).
+    next_attempt: float | None
+
+
+Action = (
+    Connect
+    | Deliver
+    | Close
+    | Delivered
+    | Defer
+    | Bounce
+    | Removed
+    | Wake
+    | ModeChanged
+    | SourceDisabled
+    | Reroute
+)

@@ -11,7 +11,13 @@ its share of ``total_max_smtp_out``). The daemon drives it:
   back what happened; ``report`` returns the fate of each recipient (``Delivered``, ``Defer``
   with its next attempt, ``Bounce``) and any ``Close``;
 * ``pause`` / ``resume`` / ``schedule_now`` / ``delete`` / ``set_mode`` are the operator's
-  commands (``pmta pause queue``, ``resume``, ``schedule``, ``delete``, ``set queue --mode``).
+  commands (``pmta pause queue``, ``resume``, ``schedule``, ``delete``, ``set queue --mode``);
+  ``hold_connections`` is the ``max-cpu-usage`` brake; ``observe_reply`` runs the reply rules
+  on a reply no report carries.
+
+Traffic shaping (``docs/shaping.md``): rate limiters, reply rules and the backoff machine,
+source IPs and priority interruption are applied here and in :mod:`sluice.sched._shaping`;
+``report`` and ``connection_failed`` run the reply rules themselves.
 
 Planning is per queue and proportional to the work that changed: only queues touched since the
 last plan (new mail, a report, a connection event, a due retry, a timer) are looked at. A queue
@@ -31,6 +37,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 from sluice.sched._feedback import Feedback
+from sluice.sched._shaping import limiter_wait
 from sluice.sched._state import DEFAULT_MAX_BATCH, DEFAULT_RECOVERY_SPREAD
 from sluice.sched.actions import (
     Action,
@@ -54,7 +61,7 @@ from sluice.sched.queues import (
     rcpt_tuple,
 )
 from sluice.sched.settings import QueueSettings
-from sluice.sched.throttle import QueueThrottles, Throttle
+from sluice.sched.throttle import QueueThrottles
 from sluice.sched.timeq import Ready
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_RECOVERY_SPREAD", "Scheduler"]
@@ -113,6 +120,7 @@ class Scheduler(Feedback):
         *,
         attempts: int = 0,
         next_attempt: float | None = None,
+        size: int = 0,
     ) -> list[Action]:
         """Queue recipients ``rcpts`` (indexes) of message ``msg_id`` that arrived at ``arrival``.
 
@@ -120,25 +128,24 @@ class Scheduler(Feedback):
         and ``next_attempt``; a future ``next_attempt`` is kept as it is, and a deferred
         recipient whose retry time passed while Sluice was down comes due at a random time
         within ``recovery_spread`` seconds, so a restart does not release every retry at once.
-        Recipients already past ``bounce-after`` are returned as a ``Bounce`` (the only action
-        ``add`` ever returns).
+        ``size`` (bytes) is what ``max-data-volume-rate`` counts. Recipients already past
+        ``bounce-after`` are returned as a ``Bounce`` (the only action ``add`` ever returns).
         """
         if not rcpts:
             return []
         q = self.queue(queue)
         settings = q.settings
         if now >= arrival + settings.bounce_after:
-            entry = Entry(msg_id, rcpt_tuple(rcpts), attempts, now, arrival)
+            entry = Entry(msg_id, rcpt_tuple(rcpts), attempts, now, arrival, size=size)
             return [self._bounce(q, entry, BounceReason.EXPIRED, now, "")]
         step = settings.max_rcpt_per_message
         if not step or len(rcpts) <= step:
-            self._add(
-                q, Entry(msg_id, rcpt_tuple(rcpts), attempts, now, arrival), now, next_attempt
-            )
+            entry = Entry(msg_id, rcpt_tuple(rcpts), attempts, now, arrival, size=size)
+            self._add(q, entry, now, next_attempt)
             return []
         for i in range(0, len(rcpts), step):
             part = rcpt_tuple(rcpts[i : i + step])
-            self._add(q, Entry(msg_id, part, attempts, now, arrival), now, next_attempt)
+            self._add(q, Entry(msg_id, part, attempts, now, arrival, size=size), now, next_attempt)
         return []
 
     def _add(self, q: ScheduledQueue, entry: Entry, now: float, next_attempt: float | None) -> None:
@@ -173,6 +180,8 @@ class Scheduler(Feedback):
                 if q.idle.get(conn.id) is conn and conn.idle_since + timeout <= now:
                     self._close(conn, CloseReason.IDLE, actions)
         wanting: list[tuple[ScheduledQueue, int]] = []
+        # Priority interruption: the highest priority among queues waiting for a global slot.
+        self._top_starved = max((s.settings.queue_priority for s in self._starved), default=-1)
         dirty, self._dirty = self._dirty, {}
         for q in dirty:
             want = self._service(q, now, actions)
@@ -191,6 +200,8 @@ class Scheduler(Feedback):
 
     def _service(self, q: ScheduledQueue, now: float, actions: list[Action]) -> int:
         """Promote due retries, hand work to idle connections; return connections wanted."""
+        if q.backoff.triggers or q.disabled or q.settings.backoff.reroute_to_vmta:
+            self._upkeep(q, now, actions)
         expiry_age = q.settings.bounce_after
         for entry in q.pop_due(now):
             if now >= entry.arrival + expiry_age:
@@ -208,38 +219,76 @@ class Scheduler(Feedback):
             self._close_idle(q, CloseReason.RETRY_MODE, actions)
             return 0
         limit = q.limits.max_smtp_out
+        hold = max(HOLD_IDLE_WHILE_THROTTLED, q.settings.connection_idle_timeout)
         for conn in list(q.idle.values()):
             if q.active_connections() - q.closing > limit:
                 self._close(conn, CloseReason.OVER_LIMIT, actions)
+            elif self._top_starved > q.settings.queue_priority and self._must_yield(q):
+                self._close(conn, CloseReason.PRIORITY, actions)
+            elif q.disabled and self._source_off(conn):
+                self._close(conn, CloseReason.SOURCE_DISABLED, actions)
             elif not q.ready:
                 break
             elif q.send_after > now:
                 self._wake(q, q.send_after)
-                if q.send_after - now > max(
-                    HOLD_IDLE_WHILE_THROTTLED, q.settings.connection_idle_timeout
-                ):
+                if q.send_after - now > hold:
                     self._close(conn, CloseReason.IDLE, actions)
-            elif not self._dispatch(q, conn, now, actions):
-                break
+            else:
+                wait = self._dispatch(q, conn, now, actions)
+                if wait is None:
+                    continue
+                at, queue_wide = wait
+                self._wake(q, at)
+                if at - now > hold:
+                    self._close(conn, CloseReason.IDLE, actions)
+                if queue_wide:
+                    q.send_after = at
         if not q.ready:
             self._idle_out(q, now, actions)
+            return 0
+        if q.send_after > now:
+            # The message rate, not the number of connections, is what limits the queue now:
+            # more connections would only sit idle (or be opened and closed again).
+            self._wake(q, q.send_after)
             return 0
         if q.connect_after > now:
             self._wake(q, q.connect_after)
             return 0
         cap = q.health.cap(limit)
-        return min(cap - q.active_connections(), len(q.ready) - q.connecting)
+        want = min(cap - q.active_connections(), len(q.ready) - q.connecting)
+        if want > 0 and (q.msg_gcra is not None or q.volume_gcra is not None):
+            # A rate-limited queue opens a connection only when its rate would let a message
+            # go now and no open connection could take it, one at a time (``burst`` at a
+            # time): it grows to the concurrency its rate and the remote's speed need, not to
+            # max-smtp-out.
+            free_at = limiter_wait(now, q.msg_gcra, q.volume_gcra)
+            if free_at is not None:
+                self._wake(q, free_at)
+                return 0
+            burst = 1 if q.msg_gcra is None else q.msg_gcra.rate.burst
+            want = min(want, burst - q.connecting)
+        return want
 
-    def _dispatch(self, q: ScheduledQueue, conn: Conn, now: float, actions: list[Action]) -> bool:
-        """Give ``conn`` a batch from the ready set; False if a throttle said "later"."""
+    def _must_yield(self, q: ScheduledQueue) -> bool:
+        """True when an idle connection of ``q`` (whose priority is below a starved queue's)
+        should free its slot: every global slot is taken and ``q`` allows interruption."""
+        cap = self.total_max_smtp_out
+        return bool(cap) and len(self._conns) >= cap and q.settings.allow_priority_interruption
+
+    def _dispatch(
+        self, q: ScheduledQueue, conn: Conn, now: float, actions: list[Action]
+    ) -> tuple[float, bool] | None:
+        """Give ``conn`` a batch from the ready set; ``(not_before, queue_wide)`` if a rate
+        limit said "later" (queue_wide False: only this connection's source is behind)."""
         settings = q.settings
         n = self._max_batch
         if settings.max_msg_per_connection:
             n = min(n, settings.max_msg_per_connection - conn.msgs)
         if n <= 0:
             self._close(conn, CloseReason.MAX_MSG, actions)
-            return True
-        if q.throttles.message:
+            return None
+        limited = self._limited_sends(q, conn)
+        if limited:
             n = 1
         # Share the ready work out between the idle connections.
         n = max(1, min(n, -(-len(q.ready) // len(q.idle))))
@@ -253,20 +302,24 @@ class Scheduler(Feedback):
                 continue
             if max_rcpt and len(entry.rcpts) > max_rcpt:
                 rest = Entry(
-                    entry.msg_id, entry.rcpts[max_rcpt:], entry.attempts, entry.due, entry.arrival
+                    entry.msg_id,
+                    entry.rcpts[max_rcpt:],
+                    entry.attempts,
+                    entry.due,
+                    entry.arrival,
+                    size=entry.size,
                 )
                 entry.rcpts = rcpt_tuple(entry.rcpts[:max_rcpt])
                 q.push_ready(rest, front=True)
             batch.append(entry)
         if not batch:
-            return True
-        if q.throttles.message:
-            later = _take(q.throttles.message, now, len(batch[0].rcpts))
-            if later is not None:
+            return None
+        if limited:
+            wait = self._send_permit(q, conn, batch[0], now)
+            if wait is not None:
                 q.push_ready(batch[0], front=True)
-                q.send_after = later
-                self._wake(q, later)
-                return False
+                return wait
+        conn.epoch = q.backoff.epoch if q.mode is QueueMode.BACKOFF else -1
         for entry in batch:
             entry.state = IN_FLIGHT
             q.n_in_flight += len(entry.rcpts)
@@ -282,12 +335,16 @@ class Scheduler(Feedback):
                 ),
             )
         )
-        return True
+        return None
 
     def _grant(
         self, now: float, wanting: list[tuple[ScheduledQueue, int]], actions: list[Action]
     ) -> None:
         """Open connections for the queues that want them, by priority under the global cap."""
+        if self._held:
+            for q, _ in wanting:
+                self._starve(q)
+            return
         cap = self.total_max_smtp_out
         if cap:
             free = cap - len(self._conns)
@@ -310,7 +367,7 @@ class Scheduler(Feedback):
         for q, want in wanting:
             got = self._connect(q, min(want, free), now, actions)
             free -= got
-            if got < want and q.connect_after <= now:
+            if got < want and q.connect_after <= now and not q.source_blocked:
                 self._starve(q)
             else:
                 self._starved.pop(q, None)
@@ -322,18 +379,19 @@ class Scheduler(Feedback):
         self._starved[q] = None
 
     def _connect(self, q: ScheduledQueue, n: int, now: float, actions: list[Action]) -> int:
+        q.source_blocked = False
         for i in range(n):
-            if q.throttles.connect:
-                later = _take(q.throttles.connect, now, 1)
+            later, conn = self._connect_permit(q, now)
+            if conn is None:
                 if later is not None:
                     q.connect_after = later
                     self._wake(q, later)
-                    return i
-            conn = Conn(next(self._conn_ids), q)
+                return i
             q.conns[conn.id] = conn
             q.connecting += 1
             self._conns[conn.id] = conn
-            actions.append(Connect(queue=q.name, connection_id=conn.id))
+            source = None if conn.source is None else conn.source.address
+            actions.append(Connect(queue=q.name, connection_id=conn.id, source=source))
         return n
 
     # ---- operator commands ------------------------------------------------------------
@@ -387,15 +445,6 @@ class Scheduler(Feedback):
         self._dirty[q] = None
         return actions
 
-    def set_mode(self, queue: str, mode: QueueMode, now: float, reason: str = "") -> None:
-        """Switch the queue to ``mode`` (``set queue --mode``; the backoff machine's output):
-        its limits change at once, connections above the new cap close when idle."""
-        q = self.queue(queue)
-        if q.mode is not mode:
-            q.apply(q.settings, mode)
-            q.event(now, EventType.MODE, reason or f"mode={mode.value}")
-            self._dirty[q] = None
-
     # ---- monitor ----------------------------------------------------------------------
 
     def snapshot(self, queue: str) -> QueueSnapshot | None:
@@ -411,16 +460,3 @@ class Scheduler(Feedback):
         return len(self._conns)
 
     # ---- helpers ----------------------------------------------------------------------
-
-
-def _take(throttles: tuple[Throttle, ...], now: float, n: int) -> float | None:
-    """Ask each throttle for ``n`` units; the first refusal's "not before" time, or None.
-
-    Units taken from earlier throttles before a refusal are not given back: a refusal can
-    cost a little throughput, never a limit overrun.
-    """
-    for throttle in throttles:
-        later = throttle.try_take(now, n)
-        if later is not None:
-            return later
-    return None

@@ -9,7 +9,9 @@ transaction). Entries are small slotted objects holding ints and floats (target:
 An entry is in exactly one place: the **ready** deque (may be sent now, FIFO), the **waiting**
 :class:`~sluice.sched.timeq.TimeQ` (deferred until its ``due`` time) or **in flight** on a
 connection. The queue keeps recipient counts for each place, its connections, its
-:class:`~sluice.sched.concurrency.SiteHealth`, its mode and the last events for the monitor.
+:class:`~sluice.sched.concurrency.SiteHealth`, its mode and backoff triggers, the rate
+limiters built from its limits (re-rated in place when the limits change), the source IPs a
+reply rule disabled, and the last events for the monitor.
 
 This module is bookkeeping only; the decisions are made in :mod:`sluice.sched.planner`.
 
@@ -26,10 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sluice.sched.actions import CloseReason
-from sluice.sched.backoff import Limits, QueueMode, effective_limits
+from sluice.sched.backoff import BackoffState, Limits, QueueMode, effective_limits
 from sluice.sched.concurrency import SiteHealth
 from sluice.sched.settings import QueueSettings
-from sluice.sched.throttle import NO_THROTTLES, QueueThrottles
+from sluice.sched.sources import SourceIp
+from sluice.sched.throttle import NO_THROTTLES, Gcra, QueueThrottles, RateLimit, limiter
 from sluice.sched.timeq import Ready, TimeQ
 
 __all__ = ["EVENTS_PER_QUEUE", "EventType", "QueueEvent", "QueueSnapshot", "ScheduledQueue"]
@@ -65,10 +68,17 @@ def rcpt_tuple(rcpts: Sequence[int]) -> tuple[int, ...]:
 class Entry:
     """Recipients of one message in one queue that share a schedule."""
 
-    __slots__ = ("arrival", "attempts", "due", "msg_id", "rcpts", "state")
+    __slots__ = ("arrival", "attempts", "due", "msg_id", "rcpts", "size", "state")
 
     def __init__(
-        self, msg_id: int, rcpts: tuple[int, ...], attempts: int, due: float, arrival: float
+        self,
+        msg_id: int,
+        rcpts: tuple[int, ...],
+        attempts: int,
+        due: float,
+        arrival: float,
+        *,
+        size: int = 0,
     ) -> None:
         self.msg_id = msg_id
         self.rcpts = rcpts
@@ -76,13 +86,17 @@ class Entry:
         #: When it may be sent (epoch seconds, as rounded by the TimeQ).
         self.due = due
         self.arrival = arrival
+        #: Message size in bytes (for ``max-data-volume-rate``; 0 if unknown).
+        self.size = size
         self.state = READY
 
     def part(self, rcpts: tuple[int, ...]) -> Entry:
         """This entry if ``rcpts`` are all its recipients, else a new entry for ``rcpts``."""
         if len(rcpts) == len(self.rcpts):
             return self
-        return Entry(self.msg_id, rcpt_tuple(rcpts), self.attempts, self.due, self.arrival)
+        return Entry(
+            self.msg_id, rcpt_tuple(rcpts), self.attempts, self.due, self.arrival, size=self.size
+        )
 
 
 class Conn:
@@ -90,18 +104,24 @@ class Conn:
 
     __slots__ = (
         "close_reason",
+        "epoch",
         "errors",
         "id",
         "idle_since",
         "in_flight",
         "msgs",
         "queue",
+        "source",
         "state",
     )
 
-    def __init__(self, conn_id: int, queue: ScheduledQueue) -> None:
+    def __init__(self, conn_id: int, queue: ScheduledQueue, source: SourceIp | None = None) -> None:
         self.id = conn_id
         self.queue = queue
+        #: The source IP it connects from (None: delivery's choice).
+        self.source = source
+        #: The queue's backoff epoch when it was last given work (-1: given in normal mode).
+        self.epoch = -1
         self.state = CONNECTING
         self.in_flight: list[Entry] = []
         #: Transactions handed to it so far (max-msg-per-connection).
@@ -134,15 +154,24 @@ class EventType(enum.Enum):
     SCHEDULED = "scheduled"
     DELETED = "deleted"
     MODE = "mode"
+    #: A reply rule matched while the queue was already where it sends it (timer restarted).
+    RULE = "rule"
+    #: A reply rule disabled a source IP for the queue; it was enabled again.
+    SOURCE_DISABLED = "source-disabled"
+    SOURCE_ENABLED = "source-enabled"
+    #: Waiting mail moved to another VMTA (``backoff-reroute-to-virtual-mta``).
+    REROUTED = "rerouted"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueEvent:
-    """One event: when, what, and the reply or command text."""
+    """One event: when, what, the reply or command text, and the action taken."""
 
     time: float
     type: EventType
     text: str
+    #: What the scheduler did about it ("mode=backoff max-smtp-out=5 …"), or "".
+    action: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,31 +196,45 @@ class QueueSnapshot:
     next_retry: float | None
     #: The last events, oldest first.
     events: tuple[QueueEvent, ...]
+    #: The limits in force now (mode and backoff triggers applied).
+    limits: Limits | None = None
+    #: When backoff ends by itself (None: not in backoff, or only by delivery/command).
+    backoff_until: float | None = None
+    #: Source IPs a reply rule disabled for this queue, with when they come back (inf: never).
+    disabled_sources: tuple[tuple[str | None, float], ...] = ()
 
 
 class ScheduledQueue:
     """Recipients, connections, health and events of one queue."""
 
     __slots__ = (
+        "backoff",
         "closing",
         "connect_after",
+        "connect_gcra",
         "connecting",
         "conns",
+        "disabled",
         "events",
         "health",
         "idle",
         "limits",
         "mode",
+        "msg_gcra",
         "n_in_flight",
         "n_ready",
         "n_waiting",
         "name",
         "paused",
+        "rampup_gcra",
         "ready",
+        "rr",
         "send_after",
         "settings",
+        "source_blocked",
         "starved_seq",
         "throttles",
+        "volume_gcra",
         "waiting",
         "wake_at",
     )
@@ -200,8 +243,20 @@ class ScheduledQueue:
         self.name = name
         self.settings = settings
         self.mode = QueueMode.NORMAL
+        self.backoff = BackoffState()
+        self.msg_gcra: Gcra | None = None
+        self.connect_gcra: Gcra | None = None
+        self.volume_gcra: Gcra | None = None
+        self.rampup_gcra: Gcra | None = None
         self.limits: Limits = effective_limits(settings, self.mode)
+        self._sync_limiters()
         self.throttles: QueueThrottles = NO_THROTTLES
+        #: Source address (None: the unnamed one) → when a reply rule's disable ends.
+        self.disabled: dict[str | None, float] = {}
+        #: Round-robin position in ``settings.sources``.
+        self.rr = 0
+        #: Set when every usable source was at its connection cap at the last try.
+        self.source_blocked = False
         self.paused = settings.paused
         self.ready: deque[Entry] = deque()
         self.waiting: TimeQ[Entry] = TimeQ()
@@ -228,10 +283,22 @@ class ScheduledQueue:
     # ---- settings ---------------------------------------------------------------------
 
     def apply(self, settings: QueueSettings, mode: QueueMode) -> None:
-        """New settings (reload) or a new mode: recompute the limits in force."""
+        """New settings (reload), a new mode or new backoff triggers: recompute the limits in
+        force and re-rate the limiters (keeping what they have counted)."""
         self.settings = settings
         self.mode = mode
-        self.limits = effective_limits(settings, mode)
+        self.limits = effective_limits(settings, mode, self.backoff.triggers)
+        self._sync_limiters()
+
+    def _sync_limiters(self) -> None:
+        limits = self.limits
+        self.msg_gcra = limiter(self.msg_gcra, limits.max_msg_rate)
+        self.connect_gcra = limiter(self.connect_gcra, limits.max_connect_rate)
+        self.volume_gcra = limiter(self.volume_gcra, limits.max_data_volume_rate)
+        rampup = self.settings.smtp_out_rampup_interval
+        self.rampup_gcra = limiter(
+            self.rampup_gcra, RateLimit(count=1, seconds=rampup) if rampup > 0 else None
+        )
 
     # ---- entries ----------------------------------------------------------------------
 
@@ -299,8 +366,8 @@ class ScheduledQueue:
 
     # ---- monitor ----------------------------------------------------------------------
 
-    def event(self, now: float, kind: EventType, text: str) -> None:
-        self.events.append(QueueEvent(time=now, type=kind, text=text))
+    def event(self, now: float, kind: EventType, text: str, action: str = "") -> None:
+        self.events.append(QueueEvent(time=now, type=kind, text=text, action=action))
 
     def snapshot(self) -> QueueSnapshot:
         retry_until = self.health.retry_until
@@ -318,4 +385,7 @@ class ScheduledQueue:
             retry_mode_until=retry_until if retry_until else None,
             next_retry=self.waiting.next_due(),
             events=tuple(self.events),
+            limits=self.limits,
+            backoff_until=self.backoff.until(),
+            disabled_sources=tuple(self.disabled.items()),
         )

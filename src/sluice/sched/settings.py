@@ -7,14 +7,21 @@ configuration itself. All durations are seconds.
 Defaults are PowerMTA's where it documents one (powermta.md §2.3, §2.4), otherwise Sluice's
 own, each with its reason below.
 
-Public names: QueueSettings, BackoffSettings, DEFAULT_SETTINGS and the ``DEFAULT_*``
-constants. ``QueueSettings`` and ``BackoffSettings`` raise ``ValueError`` on impossible
-values (negative counts, empty retry list, priority outside 0..100, jitter outside [0, 1)).
+Public names: QueueSettings, BackoffSettings, DEFAULT_SETTINGS, NEVER,
+MAX_CONNECTION_IDLE_TIMEOUT and the ``DEFAULT_*`` constants. ``QueueSettings`` and
+``BackoffSettings`` raise ``ValueError`` on impossible values (negative counts or durations,
+empty retry list, priority outside 0..100, jitter outside [0, 1), a source listed twice); a
+``connection_idle_timeout`` above 10 minutes is taken as 10 minutes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from sluice.sched.rules import ReplyRule
+from sluice.sched.sources import SourceIp
+from sluice.sched.throttle import RateLimit
 
 __all__ = [
     "DEFAULT_BOUNCE_AFTER",
@@ -25,6 +32,8 @@ __all__ = [
     "DEFAULT_RETRY_AFTER",
     "DEFAULT_RETRY_AFTER_DNS_ERROR",
     "DEFAULT_SETTINGS",
+    "MAX_CONNECTION_IDLE_TIMEOUT",
+    "NEVER",
     "BackoffSettings",
     "QueueSettings",
 ]
@@ -46,6 +55,11 @@ DEFAULT_JITTER = 0.1
 #: ``connection-idle-timeout`` default: 0, close a connection as soon as its queue has no
 #: work for it (PowerMTA user guide; maximum 10 minutes there).
 DEFAULT_CONNECTION_IDLE_TIMEOUT = 0.0
+#: ``backoff-to-normal-after`` and ``reenable-source-ip-after`` default: never (PowerMTA user
+#: guide).
+NEVER = math.inf
+#: ``connection-idle-timeout`` ceiling: 10 minutes (PowerMTA user guide).
+MAX_CONNECTION_IDLE_TIMEOUT = 600.0
 #: Upper bound on ``queue-priority`` (PowerMTA's 0..100 scale).
 MAX_QUEUE_PRIORITY = 100
 
@@ -54,19 +68,39 @@ MAX_QUEUE_PRIORITY = 100
 class BackoffSettings:
     """The ``backoff-*`` directives: limits that replace the normal ones in backoff mode.
 
-    ``None`` means "same as in normal mode". EXTENSION POINT (shaping issue): add
-    ``max_msg_rate``, ``max_connect_rate``, ``max_data_volume_rate``, ``reroute_to_vmta``,
-    ``to_normal_after`` here; :func:`sluice.sched.backoff.effective_limits` picks them up.
+    ``None`` means "same as in normal mode"; :func:`sluice.sched.backoff.effective_limits`
+    reads them. A reply rule's own cap and rate replace ``max_smtp_out`` / ``max_msg_rate``
+    while it holds the queue in backoff; in backoff no limit is ever looser than in normal
+    mode.
     """
 
     #: ``backoff-max-smtp-out`` (PowerMTA default 20).
     max_smtp_out: int | None = None
     #: ``backoff-retry-after`` (PowerMTA default 1 h).
     retry_after: tuple[float, ...] | None = (3600.0,)
+    #: ``backoff-max-msg-rate`` (``backoff-max-msg-per-hour N`` = N/h).
+    max_msg_rate: RateLimit | None = None
+    #: ``backoff-max-connect-rate``.
+    max_connect_rate: RateLimit | None = None
+    #: ``backoff-max-data-volume-rate``.
+    max_data_volume_rate: RateLimit | None = None
+    #: ``backoff-to-normal-after`` (seconds; ``inf`` = never, PowerMTA's default). A rule's
+    #: own duration replaces it.
+    to_normal_after: float = NEVER
+    #: ``backoff-to-normal-after-delivery``: the first delivery of a transaction handed out
+    #: while in backoff returns the queue to normal.
+    to_normal_after_delivery: bool = False
+    #: ``backoff-reroute-to-virtual-mta``: while in backoff, the queue's waiting mail moves to
+    #: this VMTA (``Reroute`` actions).
+    reroute_to_vmta: str | None = None
+    #: ``backoff-upon-all-sources-disabled``: enter backoff when every source is disabled.
+    upon_all_sources_disabled: bool = False
 
     def __post_init__(self) -> None:
         if self.max_smtp_out is not None and self.max_smtp_out < 0:
             raise ValueError("backoff max_smtp_out must be >= 0")
+        if self.to_normal_after < 0:
+            raise ValueError("backoff to_normal_after must be >= 0")
         if self.retry_after is not None:
             _check_retry_list(self.retry_after)
 
@@ -101,16 +135,31 @@ class QueueSettings:
     paused: bool = False
     #: ``queue-priority`` 0..100: under the global connection cap, higher goes first.
     queue_priority: int = DEFAULT_QUEUE_PRIORITY
+    #: ``allow-priority-interruption``: this queue's idle connections give their slot up when
+    #: a higher-priority queue waits for one under ``total-max-smtp-out`` (PowerMTA: true).
+    allow_priority_interruption: bool = True
     #: Sluice: retry delays are spread uniformly over ±``jitter`` of their value.
     jitter: float = DEFAULT_JITTER
     #: ``connection-idle-timeout``: keep an idle connection this long waiting for work.
     connection_idle_timeout: float = DEFAULT_CONNECTION_IDLE_TIMEOUT
     #: The ``backoff-*`` overrides used while the queue is in backoff mode.
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
-    # EXTENSION POINT (shaping issue): rates (max_msg_rate, max_connect_rate,
-    # max_data_volume_rate), smtp_out_rampup_interval, smtp_pattern_list. Rates are enforced
-    # through the Throttle objects a queue is given (see sluice.sched.throttle), so the
-    # settings here only need to describe them.
+    #: ``max-msg-rate`` (``max-msg-per-hour N`` = N/h): attempted recipients per interval.
+    max_msg_rate: RateLimit | None = None
+    #: ``max-connect-rate``: new connections per interval.
+    max_connect_rate: RateLimit | None = None
+    #: ``max-data-volume-rate``: message bytes per interval (``Scheduler.add(size=)``).
+    max_data_volume_rate: RateLimit | None = None
+    #: ``smtp-out-rampup-interval``: least wait between two new connections of the queue.
+    smtp_out_rampup_interval: float = 0.0
+    #: ``smtp-pattern-list`` rules and the seed's inline rules, in order (first match wins).
+    reply_rules: tuple[ReplyRule, ...] = ()
+    #: ``reenable-source-ip-after``: how long a rule's ``disable-source-ip`` lasts when the
+    #: rule gives no ``reenable-after`` (``inf`` = never, PowerMTA's default).
+    reenable_source_ip_after: float = NEVER
+    #: The source IPs of the queue's VMTA with their ``source-ip-*`` limits; empty = the
+    #: delivery layer chooses (see :mod:`sluice.sched.sources`).
+    sources: tuple[SourceIp, ...] = ()
 
     def __post_init__(self) -> None:
         counts = {
@@ -122,6 +171,8 @@ class QueueSettings:
             "bounce_after": self.bounce_after,
             "retry_after_dns_error": self.retry_after_dns_error,
             "connection_idle_timeout": self.connection_idle_timeout,
+            "smtp_out_rampup_interval": self.smtp_out_rampup_interval,
+            "reenable_source_ip_after": self.reenable_source_ip_after,
         }
         for name, value in counts.items():
             if value < 0:
@@ -131,6 +182,11 @@ class QueueSettings:
             raise ValueError("queue_priority must be within 0..100")
         if not 0.0 <= self.jitter < 1.0:
             raise ValueError("jitter must be within [0, 1)")
+        if self.connection_idle_timeout > MAX_CONNECTION_IDLE_TIMEOUT:
+            # PowerMTA's ceiling: a longer value means the longest allowed.
+            object.__setattr__(self, "connection_idle_timeout", MAX_CONNECTION_IDLE_TIMEOUT)
+        if len({s.key for s in self.sources}) != len(self.sources):
+            raise ValueError("a source IP is listed twice")
 
 
 def _check_retry_list(delays: tuple[float, ...]) -> None:
