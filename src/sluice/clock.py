@@ -4,14 +4,14 @@ Pure packages never read the real clock; they take ``now`` as an argument. Servi
 ``Clock``. The real clock (``SystemClock``) lives in ``sluice.daemon.system_clock`` and is the
 only place that calls ``time.time``/``time.monotonic``.
 
-Public names: Clock, FakeClock.
+Public names: Clock, FakeClock, ScaledClock.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock"]
+__all__ = ["Clock", "FakeClock", "ScaledClock"]
 
 
 class Clock(Protocol):
@@ -44,3 +44,30 @@ class FakeClock:
             raise ValueError("a clock never goes back")
         self._wall += seconds
         self._mono += seconds
+
+
+class ScaledClock:
+    """A clock whose wall time runs ``scale`` times faster than ``inner``'s (demos, tests).
+
+    Only ``wall`` is scaled: the scheduler's ``now`` (retries, expiry, rates, backoff periods)
+    moves ``scale`` times faster, so ``retry-after 30m`` passes in 0.5 s at ``scale=3600``.
+    ``monotonic`` stays real, so network timeouts and intake deadlines keep their meaning.
+    """
+
+    def __init__(self, inner: Clock, scale: float) -> None:
+        if not scale > 0:
+            raise ValueError("a time scale must be positive")
+        self.inner = inner
+        self.scale = scale
+        self._wall0 = inner.wall()
+        self._mono0 = inner.monotonic()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    def wall(self) -> float:
+        return self._wall0 + (self.inner.monotonic() - self._mono0) * self.scale
+
+    def real_seconds(self, seconds: float) -> float:
+        """How long ``seconds`` of scaled wall time take in real time."""
+        return seconds / self.scale

@@ -19,6 +19,7 @@ import sys
 import uvloop
 
 from sluice.cli.check_config import EXIT_CONFIG, read_config
+from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, ConfigError
 from sluice.daemon.lifecycle import Daemon, DaemonOptions
 from sluice.daemon.system_clock import SystemClock
@@ -37,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hostname", metavar="NAME", help="EHLO/Received name")
     parser.add_argument(
         "--no-deliver", action="store_true", help="accept and spool mail but deliver none"
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="run Sluice's clock F times faster (retries, expiry, rates, backoff periods); "
+        "for demos and behaviour tests, never for real mail",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -58,7 +67,10 @@ def setup_logging(config: Config | None, verbose: bool) -> None:
 
 
 async def _main(config: Config, options: DaemonOptions) -> int:
-    daemon = Daemon(config, SystemClock(), options)
+    clock: Clock = SystemClock()
+    if options.time_scale != 1.0:
+        clock = ScaledClock(clock, options.time_scale)
+    daemon = Daemon(config, clock, options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
@@ -84,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config, args.verbose)
+    if not args.time_scale > 0:
+        print("--time-scale must be positive", file=sys.stderr)
+        return EXIT_CONFIG
     options = DaemonOptions(
-        spool_dir=args.spool, hostname=args.hostname, deliver=not args.no_deliver
+        spool_dir=args.spool,
+        hostname=args.hostname,
+        deliver=not args.no_deliver,
+        time_scale=args.time_scale,
     )
     return int(uvloop.run(_main(config, options)))

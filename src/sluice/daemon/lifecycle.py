@@ -23,19 +23,22 @@ from sluice.acct.records import AcctRecord, RecordType
 from sluice.acct.writer import AcctLog
 from sluice.bounce import Classifier
 from sluice.clock import Clock
-from sluice.config import Config
+from sluice.config import Config, parse_queue_name
+from sluice.daemon.cpu import CPU_SAMPLE_INTERVAL, cpu_busy, read_cpu_times
 from sluice.daemon.manager import DeliveryManager
 from sluice.daemon.mapping import (
     ConfigSourceMap,
     acct_settings,
     listener_limits,
     queue_settings,
+    source_ips,
 )
 from sluice.daemon.routing_map import QueueRouter
 from sluice.intake.inject import Injector
 from sluice.intake.listener import Hooks, IntakeServer
 from sluice.message import Envelope, MessageId, RcptState
-from sluice.sched import Action, QueueSettings, Scheduler
+from sluice.sched import Action, CpuGate, QueueSettings, Scheduler
+from sluice.sched.cpu import REFUSAL_REPLY
 from sluice.spool.sqlite import SqliteSpool
 
 __all__ = ["Daemon", "DaemonOptions"]
@@ -57,6 +60,10 @@ class DaemonOptions:
     hostname: str | None = None
     #: Start delivering (False: intake and spool only, e.g. for intake benchmarks).
     deliver: bool = True
+    #: Sluice's time runs this many times faster than real time (``sluice run --time-scale``;
+    #: demos and behaviour tests over hours): the clock given to the daemon must be a
+    #: :class:`~sluice.clock.ScaledClock` with the same scale.
+    time_scale: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,13 +97,17 @@ class Daemon:
         self.manager: DeliveryManager | None = None
         #: Actions produced before the delivery manager started (recovery of expired mail).
         self.pending_actions: list[Action] = []
+        self._cpu_task: asyncio.Task[None] | None = None
 
     # ---- configuration lookups -----------------------------------------------------
 
     def _settings_for(self, queue: str) -> QueueSettings:
         cached = self._settings_cache.get(queue)
         if cached is None:
-            cached = queue_settings(self.config.policy_for(queue))
+            domain, vmta = parse_queue_name(queue)
+            cached = queue_settings(
+                self.config.policy_for(queue), source_ips(self.config, vmta, domain)
+            )
             self._settings_cache[queue] = cached
         return cached
 
@@ -104,6 +115,10 @@ class Daemon:
         setting = self.config.global_settings.get("total-max-smtp-out")
         value = None if setting is None else setting.value
         return int(value) if isinstance(value, int) else 0
+
+    @property
+    def time_scale(self) -> float:
+        return self.options.time_scale
 
     @property
     def hostname(self) -> str:
@@ -159,10 +174,47 @@ class Daemon:
         for listener in self.config.listeners:
             host = "0.0.0.0" if listener.listen.address is None else str(listener.listen.address)
             self.bound.append(await self.intake.listen(host, listener.listen.port))
+        limit = self._cpu_limit()
+        if limit is not None:
+            self._cpu_task = asyncio.get_running_loop().create_task(
+                self._cpu_watch(CpuGate(limit)), name="cpu-watch"
+            )
         log.info("sluice ready in %.1fs", time.monotonic() - started)
+
+    def _cpu_limit(self) -> float | None:
+        setting = self.config.global_settings.get("max-cpu-usage")
+        value = None if setting is None else setting.value
+        return float(value) if isinstance(value, int) and value > 0 else None
+
+    async def _cpu_watch(self, gate: CpuGate) -> None:
+        """``max-cpu-usage``: sample the machine's CPU once a second; above the limit stop
+        opening deliveries and refuse new injections (451/421 4.3.2) until load falls."""
+        previous = read_cpu_times()
+        while True:
+            await asyncio.sleep(CPU_SAMPLE_INTERVAL)
+            current = read_cpu_times()
+            busy = cpu_busy(previous, current)
+            previous = current
+            changed = gate.sample(self.clock.monotonic(), busy)
+            if changed is None:
+                continue
+            self.scheduler.hold_connections(changed)
+            if self.intake is not None:
+                self.intake.busy = REFUSAL_REPLY if changed else None
+            if changed:
+                log.warning(
+                    "CPU above max-cpu-usage %.0f%%: holding new deliveries and refusing "
+                    "injections with 4.3.2 until load falls",
+                    gate.limit,
+                )
+            else:
+                log.info("CPU load below max-cpu-usage again: delivering and accepting")
+            self.wake()
 
     async def stop(self) -> None:
         """Graceful stop: 421 to open sessions, finish stores, stop delivery, close spool."""
+        if self._cpu_task is not None:
+            self._cpu_task.cancel()
         if self.intake is not None:
             await self.intake.shutdown()
         if self.manager is not None:

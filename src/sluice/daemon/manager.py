@@ -47,10 +47,13 @@ from sluice.sched import (
     Defer,
     Deliver,
     Delivered,
+    ModeChanged,
     Outcome,
     Removed,
+    Reroute,
     Result,
     Scope,
+    SourceDisabled,
     Wake,
 )
 from sluice.spool.base import RcptUpdate
@@ -131,7 +134,7 @@ class DeliveryManager:
             await self._flush()
             delay = MAX_IDLE_SLEEP
             if self.wake_at is not None:
-                delay = max(0.0, min(delay, self.wake_at - clock.wall()))
+                delay = max(0.0, min(delay, (self.wake_at - clock.wall()) / self.d.time_scale))
             if delay > 0 and not wakeup.is_set():
                 try:
                     await asyncio.wait_for(wakeup.wait(), delay)
@@ -152,6 +155,7 @@ class DeliveryManager:
     # ---- actions ---------------------------------------------------------------------
 
     def execute(self, actions: Sequence[Action], info: SessionInfo | None = None) -> None:
+        now = self.d.clock.wall()
         for action in actions:
             match action:
                 case Connect():
@@ -205,6 +209,45 @@ class DeliveryManager:
                 case Wake():
                     if self.wake_at is None or action.at < self.wake_at:
                         self.wake_at = action.at
+                case ModeChanged():
+                    log.warning(
+                        "queue %s: mode %s%s: %s",
+                        action.queue,
+                        action.mode.value,
+                        "" if action.until is None else f" for {action.until - now:.0f}s",
+                        action.text,
+                    )
+                case SourceDisabled():
+                    log.warning(
+                        "queue %s: source %s disabled: %s", action.queue, action.source, action.text
+                    )
+                case Reroute():
+                    self._reroute(action)
+
+    def _reroute(self, action: Reroute) -> None:
+        """``backoff-reroute-to-virtual-mta``: move recipients to the same domain on another
+        VMTA (or a member of a pool), keeping their arrival time and retry state."""
+        domain, _ = parse_queue_name(action.queue)
+        vmta = self.d.router.vmta_for(action.to_vmta)
+        queue = self.d.router.queue_name(domain, vmta)
+        log.info(
+            "queue %s: %d recipients of message %d rerouted to %s",
+            action.queue,
+            len(action.rcpts),
+            action.msg_id,
+            queue,
+        )
+        self.execute(
+            self.sched.add(
+                queue,
+                action.msg_id,
+                action.rcpts,
+                action.arrival,
+                self.d.clock.wall(),
+                attempts=action.attempts,
+                next_attempt=action.next_attempt,
+            )
+        )
 
     def _final(self, msg_id: MessageId, rcpts: Sequence[int], state: RcptState, text: str) -> None:
         for index in rcpts:
@@ -242,7 +285,9 @@ class DeliveryManager:
 
     # ---- sessions --------------------------------------------------------------------
 
-    def _source_for(self, vmta: str) -> SourceHost | None:
+    def _source_for(self, vmta: str, address: str | None) -> SourceHost | None:
+        """The source (bind IP, EHLO name) for a new connection: the one the scheduler chose
+        (source-IP limits and disabled sources are its business), else round robin."""
         if vmta not in self._sources:
             hosts: list[SourceHost] = []
             if vmta != DEFAULT_VMTA and vmta in self.d.config.vmtas:
@@ -250,7 +295,13 @@ class DeliveryManager:
                     hosts.append(SourceHost(address=str(sh.first), hostname=sh.hostname))
             self._sources[vmta] = SourceChooser(hosts) if hosts else None
         chooser = self._sources[vmta]
-        return None if chooser is None else chooser.choose()
+        if chooser is None:
+            return None
+        if address is not None:
+            for source in chooser.sources:
+                if source.address == address:
+                    return source
+        return chooser.choose()
 
     async def _connect(self, action: Connect) -> None:
         queue = action.queue
@@ -261,7 +312,7 @@ class DeliveryManager:
             hostname=self.d.hostname,
             route=route_settings(policy, endpoints=self.d.bound),
         )
-        source = self._source_for(vmta)
+        source = self._source_for(vmta, action.source)
         if source is not None:
             settings = settings.with_source(source)
         result = await open_session(domain, settings, self.resolver, self.rng)

@@ -13,19 +13,27 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from ipaddress import IPv4Address, IPv6Address
 
 from sluice.acct.records import AcctLayout, RecordType
 from sluice.acct.writer import AcctFileSettings
 from sluice.config import Config, QueuePolicy
 from sluice.config import SourcePolicy as ConfigSourcePolicy
 from sluice.config._values_net import HostPort
-from sluice.config.model import Settings
-from sluice.config.values import Rate, RecordFields
+from sluice.config.model import BackoffRule, Settings
+from sluice.config.values import Rate, RecordFields, VolumeRate
 from sluice.delivery.settings import DeliverySettings
 from sluice.intake.listener import ListenerLimits
 from sluice.intake.policy import SourcePolicy, SourcePolicyMap
 from sluice.routing import RouteSettings, parse_host_list, parse_host_spec
-from sluice.sched import BackoffSettings, QueueSettings
+from sluice.sched import (
+    NEVER,
+    BackoffSettings,
+    QueueSettings,
+    RateLimit,
+    ReplyRule,
+    SourceIp,
+)
 from sluice.smtp import BareLineEnding
 
 __all__ = [
@@ -37,7 +45,10 @@ __all__ = [
     "listener_limits",
     "local_names",
     "queue_settings",
+    "rate_limit",
+    "reply_rule",
     "route_settings",
+    "source_ips",
 ]
 
 #: EHLO/Received name when the configuration sets no ``host-name`` (the daemon passes the
@@ -45,6 +56,8 @@ __all__ = [
 DEFAULT_HOSTNAME = "localhost"
 #: ``never`` as a bounce-after: effectively forever (100 years) for the scheduler's arithmetic.
 _FOREVER = 100 * 365 * 86400.0
+
+IPAddress = IPv4Address | IPv6Address
 
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -179,11 +192,48 @@ def _retry_list(policy: QueuePolicy, name: str, default: tuple[float, ...]) -> t
     return default
 
 
-def queue_settings(policy: QueuePolicy) -> QueueSettings:
-    """A queue's resolved policy → the scheduler's :class:`QueueSettings`."""
+def rate_limit(value: object) -> RateLimit | None:
+    """A config ``Rate`` (``N/[M]unit``) → the scheduler's smooth limit; unlimited → None."""
+    if isinstance(value, Rate) and value.count > 0 and value.seconds > 0:
+        return RateLimit(count=value.count, seconds=float(value.seconds))
+    if isinstance(value, VolumeRate) and value.size > 0 and value.seconds > 0:
+        return RateLimit(count=value.size, seconds=float(value.seconds))
+    return None
+
+
+def _duration_or_never(policy: QueuePolicy, name: str, default: float) -> float:
+    setting = policy.settings.get(name)
+    if setting is None:
+        return default
+    if setting.value is None:
+        return NEVER
+    return float(setting.value) if isinstance(setting.value, int) else default
+
+
+def reply_rule(rule: BackoffRule) -> ReplyRule:
+    """A config reply rule (seed inline form or ``<smtp-pattern-list>`` line) → the scheduler's."""
+    seed_form = rule.code is not None and rule.literal is not None
+    return ReplyRule(
+        pattern=None if seed_form else rule.pattern,
+        code=rule.code if seed_form else None,
+        literal=rule.literal if seed_form else None,
+        mode=rule.mode,
+        to_normal_after=float(rule.duration) if rule.duration is not None else None,
+        max_smtp_out=rule.max_smtp_out,
+        max_msg_rate=rate_limit(rule.max_msg_rate),
+        disable_source_ip=rule.disable_source_ip,
+        reenable_after=float(rule.reenable_after) if rule.reenable_after is not None else None,
+        text=rule.text,
+    )
+
+
+def queue_settings(policy: QueuePolicy, sources: tuple[SourceIp, ...] = ()) -> QueueSettings:
+    """A queue's resolved policy → the scheduler's :class:`QueueSettings` (limits, backoff)."""
     bounce_after = _get(policy, "bounce-after", None)
     rcpts = _get(policy, "max-rcpt-per-message", 0)
     backoff_out = _get(policy, "backoff-max-smtp-out", None)
+    backoff_rate = rate_limit(_get(policy, "backoff-max-msg-rate", None))
+    reroute = _get(policy, "backoff-reroute-to-virtual-mta", None)
     return QueueSettings(
         max_smtp_out=_int(policy, "max-smtp-out", 20),
         max_msg_per_connection=_int(policy, "max-msg-per-connection", 0),
@@ -196,11 +246,70 @@ def queue_settings(policy: QueuePolicy) -> QueueSettings:
         retry_after_dns_error=_seconds(policy, "retry-after-dns-error", 60.0),
         queue_priority=min(100, max(0, _int(policy, "queue-priority", 50))),
         connection_idle_timeout=_seconds(policy, "connection-idle-timeout", 0.0),
+        max_msg_rate=rate_limit(_get(policy, "max-msg-rate", None)),
+        max_connect_rate=rate_limit(_get(policy, "max-connect-rate", None)),
+        max_data_volume_rate=rate_limit(_get(policy, "max-data-volume-rate", None)),
+        smtp_out_rampup_interval=_seconds(policy, "smtp-out-rampup-interval", 0.0),
+        allow_priority_interruption=_bool(policy, "allow-priority-interruption", True),
+        reenable_source_ip_after=_duration_or_never(policy, "reenable-source-ip-after", NEVER),
+        reply_rules=tuple(reply_rule(r) for r in policy.backoff_rules),
+        sources=sources,
         backoff=BackoffSettings(
             max_smtp_out=int(backoff_out) if isinstance(backoff_out, int) else None,
             retry_after=_retry_list(policy, "backoff-retry-after", (3600.0,)),
+            max_msg_rate=backoff_rate,
+            max_connect_rate=rate_limit(_get(policy, "backoff-max-connect-rate", None)),
+            max_data_volume_rate=rate_limit(_get(policy, "backoff-max-data-volume-rate", None)),
+            to_normal_after=_duration_or_never(policy, "backoff-to-normal-after", NEVER),
+            to_normal_after_delivery=_bool(policy, "backoff-to-normal-after-delivery", False),
+            reroute_to_vmta=str(reroute) if reroute else None,
+            upon_all_sources_disabled=_bool(policy, "backoff-upon-all-sources-disabled", False),
         ),
     )
+
+
+def source_ips(config: Config, vmta: str, group: str) -> tuple[SourceIp, ...]:
+    """A VMTA's ``smtp-source-host`` addresses as the scheduler's source IPs for one queue
+    group (the domain after ``queue-to``), with the ``source-ip-max-*`` limits whose CIDR
+    matches each address (global settings)."""
+    found = config.vmtas.get(vmta)
+    if found is None:
+        return ()
+    g = config.global_settings
+    out: list[SourceIp] = []
+    for host in found.source_hosts:
+        address = ipaddress.ip_address(str(host.first))
+
+        def limit(name: str, address: IPAddress = address) -> object:
+            setting = g.get(name)
+            if setting is None or setting.value is None:
+                return None
+            values = setting.value if isinstance(setting.value, tuple) else (setting.value,)
+            best: tuple[int, object] | None = None
+            for item in values:
+                if not (isinstance(item, tuple) and len(item) == 2):
+                    continue
+                net, value = item
+                if (
+                    isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+                    and net.version == address.version
+                    and address in net
+                    and (best is None or net.prefixlen > best[0])
+                ):
+                    best = (net.prefixlen, value)
+            return None if best is None else best[1]
+
+        conns = limit("source-ip-max-smtp-out")
+        out.append(
+            SourceIp(
+                address=str(address),
+                group=group,
+                max_smtp_out=int(conns) if isinstance(conns, int) else 0,
+                max_msg_rate=rate_limit(limit("source-ip-max-msg-rate")),
+                max_connect_rate=rate_limit(limit("source-ip-max-connect-rate")),
+            )
+        )
+    return tuple(out)
 
 
 def max_msg_rate(policy: QueuePolicy) -> Rate | None:

@@ -111,6 +111,9 @@ class IntakeServer:
         self.per_client: dict[str, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
+        #: Set by the daemon while the machine is overloaded (``max-cpu-usage``): (code,
+        #: enhanced, text) for new transactions; new connections get it as a 421.
+        self.busy: tuple[int, str, str] | None = None
         #: Connections accepted since start (refused ones included), for monitoring.
         self.connections_total = 0
         self._servers: list[asyncio.Server] = []

@@ -117,6 +117,9 @@ class SmtpSession(asyncio.Protocol):
         if not server.admit(self, ip):
             self._refuse(R.SHUTTING_DOWN if server.shutting_down else R.TOO_MANY_CONNECTIONS)
             return
+        if server.busy is not None:
+            self._refuse(smtp.Reply.of(421, server.busy[1], server.busy[2]))
+            return
         setup = server.setup_for(ip)
         self.setup = setup
         policy = setup.policy
@@ -305,6 +308,9 @@ class SmtpSession(asyncio.Protocol):
                 )
                 return R.RECIPIENT_OK
             case smtp.MailFrom():
+                busy = self.server.busy
+                if busy is not None:
+                    return smtp.Reply.of(busy[0], busy[1], busy[2])
                 hint = check_mail(self.setup.policy, ev.size)
                 if hint is not None:
                     return reply_of(hint)
