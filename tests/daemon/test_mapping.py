@@ -74,3 +74,18 @@ def test_pool_members_alternate_and_queue_to_applies() -> None:
         "hotmail.com/transactional": [0],
         "example.org/transactional": [1],
     }
+
+
+def test_cold_vmta_takes_the_first_messages_per_domain_per_day() -> None:
+    config = load_config_text(
+        "<virtual-mta cust1>\n smtp-source-host 127.0.0.5 a.test\n"
+        " <domain *>\n  max-cold-virtual-mta-msg 2/day\n </domain>\n</virtual-mta>\n"
+        "<virtual-mta cust1-cold>\n smtp-source-host 127.0.0.6 b.test\n</virtual-mta>\n"
+    )
+    router = QueueRouter(config)
+    envelope = Envelope(sender="a@x.test", recipients=(Recipient(address="u@gmail.com"),))
+    day = 1_800_000_000.0
+    picks = [next(iter(router.queues_of(envelope, "cust1", day + i))) for i in range(4)]
+    assert picks == ["gmail.com/cust1-cold"] * 2 + ["gmail.com/cust1"] * 2
+    assert next(iter(router.queues_of(envelope, "cust1", day + 86400))) == "gmail.com/cust1-cold"
+    assert next(iter(router.queues_of(envelope, "cust1"))) == "gmail.com/cust1"

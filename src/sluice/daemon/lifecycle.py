@@ -277,7 +277,7 @@ class Daemon:
         self.remaining[msg_id] = len(envelope.recipients)
         now = self.clock.wall()
         vmta = self.router.vmta_for(envelope.vmta)
-        for queue, indexes in self.router.queues_of(envelope, vmta).items():
+        for queue, indexes in self.router.queues_of(envelope, vmta, now).items():
             self._apply(self.scheduler.add(queue, msg_id, indexes, envelope.arrival, now))
         self._wakeup.set()
 
