@@ -166,44 +166,19 @@ class DeliveryManager:
                     self._spawn(self._close(action), f"close {action.queue}")
                 case Delivered():
                     self._final(action.msg_id, action.rcpts, RcptState.DELIVERED, action.text)
-                    self._acct(
-                        RecordType.DELIVERY,
-                        queue=action.queue,
-                        msg_id=action.msg_id,
-                        rcpts=action.rcpts,
-                        text=action.text,
-                        info=info,
-                    )
+                    self._acct(RecordType.DELIVERY, action, info)
                 case Defer():
-                    for index in action.rcpts:
-                        self.updates.append(
-                            RcptUpdate(
-                                msg_id=action.msg_id,
-                                rcpt_index=index,
-                                state=RcptState.QUEUED,
-                                attempts=action.attempts,
-                                next_attempt=action.next_attempt,
-                                detail=action.text[:500],
-                            )
-                        )
-                    self._acct(
-                        RecordType.TRANSIENT,
-                        queue=action.queue,
-                        msg_id=action.msg_id,
-                        rcpts=action.rcpts,
-                        text=action.text,
-                        info=info,
+                    self._mark(
+                        action.msg_id,
+                        action.rcpts,
+                        RcptState.QUEUED,
+                        action.text,
+                        attempts=action.attempts,
+                        next_attempt=action.next_attempt,
                     )
+                    self._acct(RecordType.TRANSIENT, action, info)
                 case Bounce():
-                    self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
-                    self._acct(
-                        RecordType.BOUNCE,
-                        queue=action.queue,
-                        msg_id=action.msg_id,
-                        rcpts=action.rcpts,
-                        text=action.text,
-                        info=info,
-                    )
+                    self._bounce(action, info)
                 case Removed():
                     self._final(action.msg_id, action.rcpts, RcptState.DELETED, "deleted")
                 case Wake():
@@ -249,13 +224,30 @@ class DeliveryManager:
             )
         )
 
-    def _final(self, msg_id: MessageId, rcpts: Sequence[int], state: RcptState, text: str) -> None:
+    def _mark(
+        self,
+        msg_id: MessageId,
+        rcpts: Sequence[int],
+        state: RcptState,
+        text: str,
+        *,
+        attempts: int = 0,
+        next_attempt: float | None = None,
+    ) -> None:
         for index in rcpts:
             self.updates.append(
                 RcptUpdate(
-                    msg_id=msg_id, rcpt_index=index, state=state, attempts=0, detail=text[:500]
+                    msg_id=msg_id,
+                    rcpt_index=index,
+                    state=state,
+                    attempts=attempts,
+                    next_attempt=next_attempt,
+                    detail=text[:500],
                 )
             )
+
+    def _final(self, msg_id: MessageId, rcpts: Sequence[int], state: RcptState, text: str) -> None:
+        self._mark(msg_id, rcpts, state, text)
         left = self.d.remaining.get(msg_id)
         if left is None:
             return
@@ -398,14 +390,11 @@ class DeliveryManager:
     def _acct(
         self,
         kind: RecordType,
-        *,
-        queue: str,
-        msg_id: MessageId,
-        rcpts: Sequence[int],
-        text: str,
+        action: Delivered | Defer | Bounce,
         info: SessionInfo | None,
         diag: Diagnostic | None = None,
     ) -> None:
+        queue, msg_id, rcpts, text = action.queue, action.msg_id, action.rcpts, action.text
         acct = self.d.acct
         envelope = self.d.envelopes.get(msg_id)
         if acct is None or envelope is None:
@@ -449,15 +438,7 @@ class DeliveryManager:
         diag = self._diagnostic(RecordType.BOUNCE, action.text, info)
         if action.reason is BounceReason.EXPIRED:
             diag = Diagnostic.expired(diag if action.text else None)
-        self._acct(
-            RecordType.BOUNCE,
-            queue=action.queue,
-            msg_id=action.msg_id,
-            rcpts=action.rcpts,
-            text=action.text,
-            info=info,
-            diag=diag,
-        )
+        self._acct(RecordType.BOUNCE, action, info, diag)
         envelope = self.d.envelopes.get(action.msg_id)
         if envelope is not None:
             owed = dsn_recipients(envelope, action.rcpts, DsnAction.FAILED)

@@ -1,0 +1,99 @@
+"""The daemon in-process: intake → spool → scheduler → delivery → accounting and DSNs.
+
+Receivers are Sluice's own simulators on loopback; mail is routed with ``route`` so no DNS
+is involved. These tests check the wiring between parts; the parts have their own suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import smtplib
+import socket
+from pathlib import Path
+
+import pytest
+
+from sluice.config import load_config_text
+from sluice.daemon.lifecycle import Daemon, DaemonOptions
+from sluice.daemon.system_clock import SystemClock
+from sluice.sim import ReceiverSpec, SimCluster
+
+pytestmark = pytest.mark.interop
+
+
+async def _wait(predicate: object, timeout: float = 15.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def _send(port: int, sender: str, rcpts: list[str], body: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.sendmail(sender, rcpts, body)
+
+
+async def _run_flow(tmp_path: Path) -> tuple[list[dict[str, str]], object, object]:
+    cluster = SimCluster(
+        [
+            ReceiverSpec(name="dest", host="127.0.0.31"),
+            ReceiverSpec(name="senders", host="127.0.0.32"),
+        ],
+        record=True,
+    )
+    await cluster.start()
+    port = cluster["dest"].port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = load_config_text(
+        f"smtp-listener 127.0.0.1:{free}\n"
+        f"<spool {tmp_path}/spool>\n</spool>\n"
+        "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+        f"<domain dest.test>\n route [127.0.0.31]:{port}\n</domain>\n"
+        f"<domain senders.test>\n route [127.0.0.32]:{port}\n</domain>\n"
+        f"<acct-file {tmp_path}/acct.csv>\n records r,d,b\n</acct-file>\n"
+        "postmaster postmaster@mta.test\n"
+    )
+    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
+    await daemon.start()
+    try:
+        _, listen_port = daemon.bound[0]
+        body = b"Subject: hello\r\nMessage-ID: <m1@test>\r\n\r\nbody\r\n"
+        await asyncio.to_thread(
+            _send,
+            listen_port,
+            "alice@senders.test",
+            ["ok@dest.test", "t550-gone@dest.test"],
+            body,
+        )
+        dest, senders = cluster["dest"], cluster["senders"]
+        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 1)
+        await _wait(lambda: senders.ledger is not None and len(senders.ledger.entries) >= 1)
+        await _wait(lambda: not daemon.remaining)
+    finally:
+        await daemon.stop()
+        await cluster.stop()
+    with open(tmp_path / "acct.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return rows, cluster["dest"].ledger, cluster["senders"].ledger
+
+
+def test_delivery_bounce_dsn_and_accounting(tmp_path: Path) -> None:
+    rows, dest, senders = asyncio.run(_run_flow(tmp_path))
+    assert dest is not None and senders is not None
+    (delivered,) = dest.entries  # type: ignore[attr-defined]
+    assert delivered.recipients == ("ok@dest.test",)
+    (dsn,) = senders.entries  # type: ignore[attr-defined]
+    assert dsn.mail_from == ""
+    assert dsn.recipients == ("alice@senders.test",)
+    kinds = sorted((r["type"], r["rcpt"]) for r in rows)
+    assert ("d", "ok@dest.test") in kinds
+    assert ("b", "t550-gone@dest.test") in kinds
+    assert ("d", "alice@senders.test") in kinds  # the DSN itself was delivered
+    bounce = next(r for r in rows if r["type"] == "b")
+    assert bounce["dsnStatus"].startswith("5.")
+    assert bounce["bounceCat"]
+    assert bounce["queue"] == "dest.test/{default}"
