@@ -17,7 +17,7 @@ import pytest
 from sluice.config import load_config_text
 from sluice.daemon.lifecycle import Daemon, DaemonOptions
 from sluice.daemon.system_clock import SystemClock
-from sluice.sim import ReceiverSpec, SimCluster
+from sluice.sim import Ledger, ReceiverSpec, SimCluster
 
 pytestmark = pytest.mark.interop
 
@@ -35,7 +35,7 @@ def _send(port: int, sender: str, rcpts: list[str], body: bytes) -> None:
         s.sendmail(sender, rcpts, body)
 
 
-async def _run_flow(tmp_path: Path) -> tuple[list[dict[str, str]], object, object]:
+async def _run_flow(tmp_path: Path) -> tuple[list[dict[str, str]], Ledger, Ledger]:
     cluster = SimCluster(
         [
             ReceiverSpec(name="dest", host="127.0.0.31"),
@@ -78,15 +78,17 @@ async def _run_flow(tmp_path: Path) -> tuple[list[dict[str, str]], object, objec
         await cluster.stop()
     with open(tmp_path / "acct.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return rows, cluster["dest"].ledger, cluster["senders"].ledger
+    dest_ledger, senders_ledger = cluster["dest"].ledger, cluster["senders"].ledger
+    assert dest_ledger is not None
+    assert senders_ledger is not None
+    return rows, dest_ledger, senders_ledger
 
 
 def test_delivery_bounce_dsn_and_accounting(tmp_path: Path) -> None:
     rows, dest, senders = asyncio.run(_run_flow(tmp_path))
-    assert dest is not None and senders is not None
-    (delivered,) = dest.entries  # type: ignore[attr-defined]
+    (delivered,) = dest.entries
     assert delivered.recipients == ("ok@dest.test",)
-    (dsn,) = senders.entries  # type: ignore[attr-defined]
+    (dsn,) = senders.entries
     assert dsn.mail_from == ""
     assert dsn.recipients == ("alice@senders.test",)
     kinds = sorted((r["type"], r["rcpt"]) for r in rows)
