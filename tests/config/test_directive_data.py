@@ -23,14 +23,14 @@ KINDS = frozenset(
         "bool int int-or-unlimited percent port duration duration-or-never duration-list rate"
         " volume-rate daily-limit size string word name email path address cidr listen host-port"
         " host-list cidr-int cidr-rate source-host domain-key regex record-list record-fields"
-        " http-access duration-or-bool email-list header-name"
+        " http-access duration-or-bool email-list header-name date percent-decimal"
     )
 )
 SCOPES = frozenset(
     _words(
         "global domain virtual-mta virtual-mta-pool source smtp-user acct-file spool"
         " bounce-processor feedback-loop-processor address-list signals rewrite-list"
-        " smtp-listener"
+        " smtp-listener warmup-plan"
     )
 )
 IMPLEMENTED = frozenset(
@@ -107,6 +107,8 @@ SLUICE_EXTENSIONS = _words(
     """
 dns-server smtp-client-tls-ca-file http-mgmt-token-file smtp-command-timeout
 smtp-idle-timeout max-smtp-in-per-client spool-group-commit-ms bare-lf-policy
+warmup-plan warmup-start domain-group day hold-if-deferral-rate hold-if-bounce-rate
+hold-min-sample overflow-to-virtual-mta
 """
 )
 

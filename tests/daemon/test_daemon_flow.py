@@ -10,6 +10,7 @@ import asyncio
 import csv
 import smtplib
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,43 @@ def test_delivery_bounce_dsn_and_accounting(tmp_path: Path) -> None:
     assert bounce["dsnStatus"].startswith("5.")
     assert bounce["bounceCat"]
     assert bounce["queue"] == "dest.test/{default}"
+
+
+async def _run_warmup(tmp_path: Path) -> tuple[int, int]:
+    cluster = SimCluster([ReceiverSpec(name="dest", host="127.0.0.33")], record=True)
+    await cluster.start()
+    port = cluster["dest"].port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    config = load_config_text(
+        f"smtp-listener 127.0.0.1:{free}\n"
+        f"<spool {tmp_path}/spool>\n</spool>\n"
+        "<source 127.0.0.1>\n always-allow-relaying yes\n default-virtual-mta new\n</source>\n"
+        "<warmup-plan first>\n day 1 3\n day 2 6\n</warmup-plan>\n"
+        "<virtual-mta new>\n smtp-source-host 127.0.0.34 new.test\n"
+        f" warmup-plan first\n warmup-start {today}\n</virtual-mta>\n"
+        f"<domain dest.test>\n route [127.0.0.33]:{port}\n</domain>\n"
+    )
+    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
+    await daemon.start()
+    try:
+        _, listen_port = daemon.bound[0]
+        for i in range(5):
+            body = f"Subject: {i}\r\n\r\nbody\r\n".encode()
+            await asyncio.to_thread(_send, listen_port, "a@src.test", [f"u{i}@dest.test"], body)
+        dest = cluster["dest"]
+        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 3)
+        await asyncio.sleep(1.0)  # give a wrongly unthrottled queue time to send more
+        assert dest.ledger is not None
+        return len(dest.ledger.entries), len(daemon.remaining)
+    finally:
+        await daemon.stop()
+        await cluster.stop()
+
+
+def test_warmup_plan_caps_the_first_day(tmp_path: Path) -> None:
+    delivered, waiting = asyncio.run(_run_warmup(tmp_path))
+    assert delivered == 3
+    assert waiting == 2

@@ -104,6 +104,10 @@ def _summary(config: Config) -> dict[str, object]:
             for a in config.acct_files
         ],
         "spools": [s.path for s in config.spools],
+        "warmup_plans": {
+            name: {**config.warmup_plans[name].as_dict(), "vmtas": list(vmtas)}
+            for name, vmtas in config.warmup_users().items()
+        },
     }
 
 
@@ -130,6 +134,14 @@ def _print_summary(config: Config) -> None:
     acct = [a.path or f"|{a.command}" for a in config.acct_files]
     out.append("acct files: " + (", ".join(acct) or "none"))
     out.append("spools: " + (", ".join(s.path for s in config.spools) or "none"))
+    out.append("warm-up plans:" + ("" if config.warmup_plans else " none"))
+    for name, plan_vmtas in config.warmup_users().items():
+        plan = config.warmup_plans[name]
+        users = ", ".join(
+            f"{v} from {found[1].text}" for v in plan_vmtas if (found := config.warmup_of(v))
+        )
+        out.append(f"  {name}: {plan.describe()}  ({plan.origin})")
+        out.append(f"    used by: {users or 'no virtual MTA'}")
     if config.warnings:
         out.append("warnings:")
         out.extend(f"  {w}" for w in config.warnings)

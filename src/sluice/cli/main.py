@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "sluice.cli.check_config",
     "sluice.cli.explain",
     "sluice.cli.run",
+    "sluice.cli.demo",
 )
 
 

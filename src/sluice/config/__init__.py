@@ -8,8 +8,8 @@ config for a queue's effective settings with ``Config.queue_policy(domain, vmta)
 ``Config.source_for(ip, names)``. docs/config.md describes the language and the precedence.
 
 Public names: load_config, load_config_text, Config, HttpSettings, QueuePolicy, SourcePolicy,
-Setting, Origin, BackoffRule, DEFAULT_VMTA, ConfigError, UnknownQueueError, Diagnostic,
-Severity, DirectiveTable, DirectiveSpec, default_table, parse_queue_name.
+Setting, Origin, BackoffRule, WarmupPlanDef, DEFAULT_VMTA, ConfigError, UnknownQueueError,
+Diagnostic, Severity, DirectiveTable, DirectiveSpec, default_table, parse_queue_name.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sluice.config._checks import check
 from sluice.config._config import Config, HttpSettings, parse_queue_name
 from sluice.config._loader import Loader
 from sluice.config.errors import ConfigError, Diagnostic, Severity, UnknownQueueError
-from sluice.config.model import DEFAULT_VMTA, BackoffRule, Origin, Setting
+from sluice.config.model import DEFAULT_VMTA, BackoffRule, Origin, Setting, WarmupPlanDef
 from sluice.config.resolve import QueuePolicy, SourcePolicy
 from sluice.config.schema import DirectiveSpec, DirectiveTable, default_table
 
@@ -40,6 +40,7 @@ __all__ = [
     "Severity",
     "SourcePolicy",
     "UnknownQueueError",
+    "WarmupPlanDef",
     "default_table",
     "load_config",
     "load_config_text",

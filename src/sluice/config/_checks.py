@@ -3,7 +3,8 @@
 Errors: a pool naming an unknown VMTA, a reference to an unknown pattern list, rewrite list or
 VMTA, a ``queue-to`` loop. Warnings: ``dkim-sign yes`` with no ``domain-key`` to sign with,
 ``use-starttls yes`` with ``require-starttls no`` (plaintext fallback), an empty pool, an
-``<smtp-user>`` bound to a ``{name}`` no ``<source>`` defines.
+``<smtp-user>`` bound to a ``{name}`` no ``<source>`` defines. The warm-up plan checks
+(errors and warnings) live in :mod:`sluice.config._warmup`.
 
 Public names: check. It never raises; it returns diagnostics.
 """
@@ -14,6 +15,7 @@ import difflib
 from collections.abc import Iterator, Mapping
 
 from sluice.config._config import Config
+from sluice.config._warmup import check_warmup
 from sluice.config.errors import Diagnostic, Severity
 from sluice.config.model import DEFAULT_VMTA, DomainBlock, Origin, Setting, Settings
 from sluice.config.resolve import queue_target
@@ -195,4 +197,5 @@ def check(config: Config, member_lines: Mapping[str, list[tuple[str, Origin]]]) 
     out.extend(_check_dkim(config))
     out.extend(_check_starttls(config))
     out.extend(_check_domains(config.domains))
+    out.extend(check_warmup(config))
     return out

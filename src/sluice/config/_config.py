@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from sluice.config.errors import Diagnostic
 from sluice.config.model import (
@@ -30,6 +31,7 @@ from sluice.config.model import (
     SpoolDir,
     VirtualMta,
     VmtaPool,
+    WarmupPlanDef,
 )
 from sluice.config.resolve import (
     QueuePolicy,
@@ -84,6 +86,8 @@ class Config:
     listeners: tuple[Listener, ...]
     macros: Mapping[str, tuple[str, ...]]
     warnings: tuple[Diagnostic, ...] = ()
+    #: ``<warmup-plan NAME>`` blocks (a Sluice extension, docs/shaping.md §6).
+    warmup_plans: Mapping[str, WarmupPlanDef] = field(default_factory=lambda: MappingProxyType({}))
     _cache: dict[tuple[str, str], QueuePolicy | frozenset[str]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -104,6 +108,27 @@ class Config:
         for pool in self.pools.values():
             blocks.extend(pool.domains)
         return tuple(sorted({n for b in blocks for n in b.names if n != "*"}))
+
+    def warmup_of(self, vmta: str) -> tuple[WarmupPlanDef, Setting] | None:
+        """The warm-up plan of VMTA ``vmta`` and its ``warmup-start`` setting (whose value
+        is a ``datetime.date``), or None when the VMTA has no plan (or is unknown)."""
+        v = self.vmtas.get(vmta)
+        if v is None:
+            return None
+        plan, start = v.settings.get("warmup-plan"), v.settings.get("warmup-start")
+        if plan is None or start is None or not isinstance(plan.value, str):
+            return None
+        found = self.warmup_plans.get(plan.value)
+        return None if found is None or start.value is None else (found, start)
+
+    def warmup_users(self) -> dict[str, tuple[str, ...]]:
+        """Plan name → the VMTAs warmed up by it, in file order (every plan is a key)."""
+        out: dict[str, list[str]] = {name: [] for name in self.warmup_plans}
+        for name in self.vmtas:
+            found = self.warmup_of(name)
+            if found is not None:
+                out[found[0].name].append(name)
+        return {plan: tuple(vmtas) for plan, vmtas in out.items()}
 
     # ------------------------------------------------------------ global settings
 

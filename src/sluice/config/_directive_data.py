@@ -53,6 +53,8 @@ _ACCT = "acct-file"
 _SPOOL = "spool"
 _PROC = "bounce-processor feedback-loop-processor"
 _SIG = "signals"
+_VMTA = "virtual-mta"
+_WARM = "warmup-plan"
 _ANY = (
     "global domain virtual-mta virtual-mta-pool source smtp-user acct-file spool"
     " bounce-processor feedback-loop-processor signals smtp-listener"
@@ -550,5 +552,31 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
     DirectiveRow("bare-lf-policy", "enum:reject|normalize", _SRC, "reject",
         "Sluice extension: refuse message data with bare LF, or rewrite it to CRLF",
         implemented="intake"),
+    # ---- warm-up plans (Sluice extension; docs/shaping.md §6) ----
+    DirectiveRow("warmup-plan", "name", _VMTA, None,
+        "Sluice extension: warm this VMTA up by the named <warmup-plan> from warmup-start"
+        " (needs warmup-start)", implemented="shaping"),
+    DirectiveRow("warmup-start", "date", _VMTA, None,
+        "Sluice extension: day 1 of the VMTA's warm-up plan, YYYY-MM-DD (00:00 UTC); before"
+        " it day 1's caps apply", implemented="shaping"),
+    DirectiveRow("domain-group", "string", _WARM, None,
+        "Sluice extension: NAME DOMAIN,DOMAIN… (or $macro) — destination domains that day"
+        " lines can cap together", repeatable=True, implemented="shaping"),
+    DirectiveRow("day", "string", _WARM, None,
+        "Sluice extension: N[-M] TOTAL|* [GROUP=CAP …] — daily caps of day N (to M) of the"
+        " ramp, * = no overall cap; days run from 1 without gaps", repeatable=True,
+        implemented="shaping"),
+    DirectiveRow("hold-if-deferral-rate", "percent-decimal", _WARM, None,
+        "Sluice extension: a cap does not climb after a day on which more than this share"
+        " of its outcomes were deferrals; unset = never hold", implemented="shaping"),
+    DirectiveRow("hold-if-bounce-rate", "percent-decimal", _WARM, None,
+        "Sluice extension: a cap does not climb after a day on which more than this share"
+        " of its outcomes were bounces; unset = never hold", implemented="shaping"),
+    DirectiveRow("hold-min-sample", "int", _WARM, "100",
+        "Sluice extension: outcomes a day needs before its rates can hold a cap (default is"
+        " Sluice's)", implemented="shaping"),
+    DirectiveRow("overflow-to-virtual-mta", "name", _WARM, None,
+        "Sluice extension: send mail over today's cap through this VMTA or pool instead of"
+        " waiting for tomorrow", implemented="shaping"),
 )
 # fmt: on

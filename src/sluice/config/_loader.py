@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from sluice.config import _patterns
+from sluice.config import _patterns, _warmup
 from sluice.config._config import Config
 from sluice.config.errors import Diagnostic, Severity
 from sluice.config.lexer import BLOCK_TAGS, Token, TokenKind, lex
@@ -43,6 +43,7 @@ from sluice.config.model import (
     SpoolDir,
     VirtualMta,
     VmtaPool,
+    WarmupPlanDef,
 )
 from sluice.config.schema import EQUIVALENTS, DirectiveSpec, DirectiveTable
 from sluice.config.values import Listen, ValueFormError, format_value, parse_cidr, parse_value
@@ -89,6 +90,7 @@ _NAMED_BLOCKS = frozenset(
         "smtp-pattern-list",
         "pattern-list",
         "rewrite-list",
+        "warmup-plan",
     }
 )
 
@@ -105,6 +107,9 @@ class _Frame:
     members: list[tuple[str, Origin]] = field(default_factory=list)
     domains: list[DomainBlock] = field(default_factory=list)
     extra: object = None
+    #: Directives and lines whose value had an error (so that checks do not report the
+    #: same mistake again as a missing setting).
+    failed: set[str] = field(default_factory=set)
 
     @property
     def scope(self) -> str:
@@ -146,6 +151,7 @@ class Loader:
         }
         self.signals: list[SignalsBlock] = []
         self.listeners: list[Listener] = []
+        self.warmup_plans: dict[str, WarmupPlanDef] = {}
 
     # ------------------------------------------------------------ diagnostics
 
@@ -373,6 +379,7 @@ class Loader:
                 if not self._unique_name(frame):
                     return
                 if frame.tag == "virtual-mta":
+                    self.diags.extend(_warmup.check_vmta(frame.arg, settings, frame.failed))
                     self.vmtas[frame.arg] = VirtualMta(
                         name=frame.arg,
                         settings=settings,
@@ -446,6 +453,19 @@ class Loader:
                 )
             case "signals":
                 self.signals.append(SignalsBlock(settings=settings, origin=origin))
+            case "warmup-plan":
+                plan, diags = _warmup.build_plan(
+                    frame.arg, origin, frame.rules, settings, frozenset(frame.failed)
+                )
+                self.diags.extend(diags)
+                first = self.warmup_plans.get(frame.arg)
+                if first is not None:
+                    self.error(
+                        frame.token,
+                        f"duplicate <warmup-plan {frame.arg}>: already defined at {first.origin}",
+                    )
+                else:
+                    self.warmup_plans[frame.arg] = plan
             case "smtp-listener":
                 listen = parse_value("listen", frame.arg)
                 assert isinstance(listen, Listen)
@@ -491,6 +511,13 @@ class Loader:
                 return
         if token.name == "domain-macro":
             self._macro(frame, token)
+            return
+        if frame.tag == "warmup-plan" and token.name in _warmup.LINE_NAMES:
+            try:
+                frame.rules.append(_warmup.parse_line(token, self.macros, _DOMAIN_RE))
+            except ValueFormError as exc:
+                self.error(token, str(exc))
+                frame.failed.add(token.name)
             return
         if frame.tag == "domain" and _patterns.is_inline_rule(token):
             try:
@@ -569,6 +596,7 @@ class Loader:
             value = parse_value(spec.kind, text)
         except ValueFormError as exc:
             self.error(token, str(exc))
+            frame.failed.add(spec.name)
             return
         if spec.name == "queue-to" and isinstance(value, str):
             value = value.lower()
@@ -647,4 +675,5 @@ class Loader:
             signals=tuple(self.signals),
             listeners=tuple(self.listeners),
             macros=MappingProxyType(dict(self.macros)),
+            warmup_plans=MappingProxyType(dict(self.warmup_plans)),
         )

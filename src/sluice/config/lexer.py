@@ -22,7 +22,7 @@ from sluice.config.errors import Diagnostic
 
 __all__ = ["BLOCK_TAGS", "Token", "TokenKind", "lex"]
 
-#: Tags that open a block (reference §1.3).
+#: Tags that open a block (reference §1.3; ``warmup-plan`` is a Sluice extension).
 BLOCK_TAGS: frozenset[str] = frozenset(
     {
         "domain",
@@ -41,6 +41,7 @@ BLOCK_TAGS: frozenset[str] = frozenset(
         "address-list",
         "signals",
         "smtp-listener",
+        "warmup-plan",
     }
 )
 

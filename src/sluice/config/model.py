@@ -7,7 +7,8 @@ them into the effective settings of a queue or a source.
 Public names: Origin, Setting, Settings, BackoffRule, SmtpPatternList, InboundRule,
 InboundPatternList, CategoryPattern, DomainBlock, VirtualMta, VmtaPool, SourceRule, SmtpUser,
 AcctFile, SpoolDir, RewriteRule, RewriteList, Processor, SignalsBlock, Listener,
-BOUNCE_CATEGORIES, DEFAULT_VMTA, json_value. Nothing here raises.
+DomainGroup, WarmupDay, WarmupPlanDef, BOUNCE_CATEGORIES, DEFAULT_VMTA, json_value. Nothing
+here raises.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "BackoffRule",
     "CategoryPattern",
     "DomainBlock",
+    "DomainGroup",
     "InboundPatternList",
     "InboundRule",
     "Listener",
@@ -43,6 +45,8 @@ __all__ = [
     "SpoolDir",
     "VirtualMta",
     "VmtaPool",
+    "WarmupDay",
+    "WarmupPlanDef",
     "json_value",
 ]
 
@@ -339,6 +343,148 @@ class Listener:
     listen: Listen
     settings: Settings
     origin: Origin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainGroup:
+    """``domain-group NAME DOMAINS`` in a ``<warmup-plan>``: domains capped together."""
+
+    name: str
+    #: Lower case, macros expanded, in the order written.
+    domains: tuple[str, ...]
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarmupDay:
+    """``day N[-M] TOTAL|* [GROUP=CAP …]``: the caps of days ``first``..``last`` (1-based).
+
+    ``total`` caps the VMTA's messages that day (None: ``*``, no overall cap); ``caps`` cap
+    the messages to each named domain group; a group not named has no cap of its own.
+    """
+
+    first: int
+    last: int
+    total: int | None
+    caps: tuple[tuple[str, int], ...]
+    text: str
+    origin: Origin
+
+    def cap(self, group: str) -> int | None:
+        for name, cap in self.caps:
+            if name == group:
+                return cap
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarmupPlanDef:
+    """``<warmup-plan NAME>`` (a Sluice extension, docs/shaping.md §6).
+
+    ``days`` are sorted and, in a configuration that loaded, run from day 1 without gaps.
+    ``settings`` holds the plan's option lines (``hold-if-deferral-rate``,
+    ``hold-if-bounce-rate``, ``hold-min-sample``, ``overflow-to-virtual-mta``) as written;
+    the properties below read them (None: not written).
+    """
+
+    name: str
+    groups: tuple[DomainGroup, ...]
+    days: tuple[WarmupDay, ...]
+    settings: Settings
+    origin: Origin
+
+    @property
+    def length(self) -> int:
+        """Days in the ramp (after the last one the plan sets no caps)."""
+        return self.days[-1].last if self.days else 0
+
+    def group(self, name: str) -> DomainGroup | None:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        return None
+
+    def day(self, number: int) -> WarmupDay | None:
+        """The line that sets day ``number`` (1-based), None past the end."""
+        for day in self.days:
+            if day.first <= number <= day.last:
+                return day
+        return None
+
+    def _value(self, name: str) -> object:
+        s = self.settings.get(name)
+        return None if s is None else s.value
+
+    @property
+    def hold_deferral_percent(self) -> float | None:
+        value = self._value("hold-if-deferral-rate")
+        return value if isinstance(value, float) else None
+
+    @property
+    def hold_bounce_percent(self) -> float | None:
+        value = self._value("hold-if-bounce-rate")
+        return value if isinstance(value, float) else None
+
+    @property
+    def min_sample(self) -> int | None:
+        value = self._value("hold-min-sample")
+        return value if isinstance(value, int) else None
+
+    @property
+    def overflow_vmta(self) -> str | None:
+        value = self._value("overflow-to-virtual-mta")
+        return value if isinstance(value, str) and value else None
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form (for ``check-config --json``)."""
+        return {
+            "name": self.name,
+            "origin": str(self.origin),
+            "days": self.length,
+            "domain_groups": {g.name: list(g.domains) for g in self.groups},
+            "steps": [
+                {
+                    "days": [d.first, d.last],
+                    "total": d.total,
+                    "caps": dict(d.caps),
+                    "origin": str(d.origin),
+                }
+                for d in self.days
+            ],
+            "hold_if_deferral_rate": self.hold_deferral_percent,
+            "hold_if_bounce_rate": self.hold_bounce_percent,
+            "hold_min_sample": self.min_sample,
+            "overflow_to_virtual_mta": self.overflow_vmta,
+        }
+
+    def describe(self) -> str:
+        """One line for ``check-config``: length, groups, hold rules, overflow."""
+        parts = [f"{self.length} days"]
+        if self.days:
+            first, last = self.days[0], self.days[-1]
+            parts[0] += (
+                f", overall cap {_total_text(first.total)} on day 1 to "
+                f"{_total_text(last.total)} on day {last.last}"
+            )
+        if self.groups:
+            parts.append("groups " + ", ".join(g.name for g in self.groups))
+        holds = [
+            f"{what} > {value:g}%"
+            for what, value in (
+                ("deferrals", self.hold_deferral_percent),
+                ("bounces", self.hold_bounce_percent),
+            )
+            if value is not None
+        ]
+        if holds:
+            parts.append("hold if " + " or ".join(holds))
+        overflow = self.overflow_vmta
+        parts.append(f"overflow to {overflow}" if overflow else "over the cap waits")
+        return "; ".join(parts)
+
+
+def _total_text(total: int | None) -> str:
+    return "*" if total is None else str(total)
 
 
 def json_value(value: object) -> object:

@@ -27,6 +27,7 @@ _SCOPE_ORDER = (
     "address-list",
     "signals",
     "rewrite-list",
+    "warmup-plan",
 )
 
 

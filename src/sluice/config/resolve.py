@@ -12,7 +12,9 @@ and within one layer the block written later wins):
 the file. ``queue-to`` is followed first (a chain ``a → b → c`` ends at the first domain
 whose ``queue-to`` is unset or names itself); the target's settings govern the merged queue.
 Inline backoff rules come from the most specific ``<domain>`` layer that has any, followed
-by the rules of the ``smtp-pattern-list`` the queue's settings name.
+by the rules of the ``smtp-pattern-list`` the queue's settings name. The VMTA's own
+``warmup-plan`` and ``warmup-start`` (``VMTA_QUEUE_SETTINGS``) are listed among each of its
+queues' settings too.
 
 Sources: the names passed (``{auth}``, ``{cust1}``; first = strongest) come first, then
 address rules from the longest prefix to the shortest (``0/0`` matches IPv4 and IPv6), then
@@ -44,7 +46,12 @@ from sluice.config.model import (
     VmtaPool,
     json_value,
 )
-from sluice.config.schema import NOT_QUEUE_SETTINGS, DirectiveSpec, DirectiveTable
+from sluice.config.schema import (
+    NOT_QUEUE_SETTINGS,
+    VMTA_QUEUE_SETTINGS,
+    DirectiveSpec,
+    DirectiveTable,
+)
 from sluice.config.values import IPAddress, IPNetwork, format_value
 
 __all__ = [
@@ -258,7 +265,12 @@ def resolve_queue(view: ModelView, domain: str, vmta: str | None = None) -> Queu
     blocks = domain_layers(view, target.target, vmta)
     plain = _plain_layers(view, vmta)
     settings: dict[str, Setting] = {}
+    own = view.vmtas.get(vmta)
     for spec in view.table:
+        if spec.name in VMTA_QUEUE_SETTINGS:
+            s = own.settings.get(spec.name) if own is not None else None
+            settings[spec.name] = s if s is not None else _default_setting(spec)
+            continue
         if "domain" not in spec.scopes or spec.name in NOT_QUEUE_SETTINGS:
             continue
         s = _first(spec.name, blocks, plain)

@@ -5,9 +5,10 @@ fixed vocabulary and whose default parses under its kind. :func:`default_table` 
 table once; :meth:`DirectiveTable.lookup` finds a directive by name or alias and
 :meth:`DirectiveTable.nearest` suggests the closest known name for a typo.
 
-Public names: EQUIVALENTS, NOT_QUEUE_SETTINGS, SCOPES, DirectiveSpec, DirectiveTable,
-SchemaError, validate_rows, default_table. ``DirectiveTable.from_rows`` and ``default_table``
-raise :class:`SchemaError` when a row is invalid (a bug in the table, not in a user's file).
+Public names: EQUIVALENTS, NOT_QUEUE_SETTINGS, VMTA_QUEUE_SETTINGS, SCOPES, DirectiveSpec,
+DirectiveTable, SchemaError, validate_rows, default_table. ``DirectiveTable.from_rows`` and
+``default_table`` raise :class:`SchemaError` when a row is invalid (a bug in the table, not in
+a user's file).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "EQUIVALENTS",
     "NOT_QUEUE_SETTINGS",
     "SCOPES",
+    "VMTA_QUEUE_SETTINGS",
     "DirectiveSpec",
     "DirectiveTable",
     "SchemaError",
@@ -50,6 +52,7 @@ SCOPES: frozenset[str] = frozenset(
         "signals",
         "rewrite-list",
         "smtp-listener",
+        "warmup-plan",
     }
 )
 
@@ -96,6 +99,11 @@ EQUIVALENTS: dict[str, tuple[str, Callable[[str], str]]] = {
 NOT_QUEUE_SETTINGS: frozenset[str] = frozenset(
     {"include", "domain-macro", "virtual-mta", *EQUIVALENTS}
 )
+
+#: Directives written only in a ``<virtual-mta>`` that still belong to each of its queues'
+#: effective settings (``sluice explain hotmail.com/ip21`` shows the VMTA's warm-up plan);
+#: they are taken from the queue's VMTA alone, never from domains, pools or the top level.
+VMTA_QUEUE_SETTINGS: frozenset[str] = frozenset({"warmup-plan", "warmup-start"})
 
 
 class SchemaError(ValueError):

@@ -6,7 +6,8 @@ parameter after a colon: ``enum:a|b|c`` (the choices) and ``int:LO..HI`` (a rang
 
 Representations: durations are whole seconds (``int``); ``never`` and ``unlimited`` are
 ``None``; rates are :class:`Rate` (``0`` and ``unlimited`` are ``None``); sizes are bytes;
-addresses and CIDRs are :mod:`ipaddress` objects.
+addresses and CIDRs are :mod:`ipaddress` objects; ``date`` is a :class:`datetime.date`;
+``percent-decimal`` is a ``float`` in percent.
 
 Public names: Rate, VolumeRate, HostPort, Listen, SourceHost, DomainKey, RecordFields,
 HttpAccess, CidrValue, BASE_KINDS, RECORD_TYPES, parse_value, format_value, kind_is_known,
@@ -22,6 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sluice.config._values_base import MAX_INT, ValueFormError, exact_words, fail, parse_uint
+from sluice.config._values_extra import (
+    format_date,
+    format_percent_decimal,
+    parse_date,
+    parse_percent_decimal,
+)
 from sluice.config._values_net import (
     HostPort,
     HttpAccess,
@@ -512,6 +519,8 @@ _PARSERS: dict[str, Parser] = {
     "int": lambda t: parse_uint(t.strip(), "a whole number"),
     "int-or-unlimited": _parse_int_or_unlimited,
     "percent": _parse_percent,
+    "percent-decimal": parse_percent_decimal,
+    "date": parse_date,
     "port": parse_port,
     "duration": parse_duration,
     "duration-or-never": _parse_duration_or_never,
@@ -548,6 +557,8 @@ _FORMATTERS: dict[str, Formatter] = {
     "int": _str,
     "int-or-unlimited": _fmt_int_or_unlimited,
     "percent": _str,
+    "percent-decimal": format_percent_decimal,
+    "date": format_date,
     "port": _str,
     "duration": _fmt_duration,
     "duration-or-never": _format_duration_or_never,

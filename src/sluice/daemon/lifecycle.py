@@ -34,10 +34,18 @@ from sluice.daemon.mapping import (
     source_ips,
 )
 from sluice.daemon.routing_map import QueueRouter
+from sluice.daemon.warmup_map import warmup_assignments, warmup_plans
 from sluice.intake.inject import Injector
 from sluice.intake.listener import Hooks, IntakeServer
 from sluice.message import Envelope, MessageId, RcptState
-from sluice.sched import Action, CpuGate, QueueSettings, Scheduler
+from sluice.sched import (
+    Action,
+    CpuGate,
+    QueueSettings,
+    QueueThrottles,
+    Scheduler,
+    WarmupState,
+)
 from sluice.sched.cpu import REFUSAL_REPLY
 from sluice.spool.sqlite import SqliteSpool
 
@@ -92,6 +100,12 @@ class Daemon:
         self.remaining: dict[MessageId, int] = {}
         self.bound: list[tuple[str, int]] = []
         self._settings_cache: dict[str, QueueSettings] = {}
+        #: Warm-up plans (Sluice extension, docs/shaping.md §6) and the queues given throttles.
+        self.warmup = WarmupState()
+        plans = warmup_plans(config)
+        for assignment in warmup_assignments(config):
+            self.warmup.assign(assignment.vmta, plans[assignment.plan], assignment.start)
+        self._throttled: set[str] = set()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self.manager: DeliveryManager | None = None
@@ -110,6 +124,20 @@ class Daemon:
             )
             self._settings_cache[queue] = cached
         return cached
+
+    def queue_for_add(self, queue: str) -> str:
+        """Give a queue its warm-up throttle the first time mail goes to it."""
+        if queue in self._throttled:
+            return queue
+        self._throttled.add(queue)
+        domain, vmta = parse_queue_name(queue)
+        plan = self.warmup.plan_of(vmta)
+        if plan is not None and plan.overflow_vmta is None:
+            throttle = self.warmup.throttle(vmta, plan.group_of(domain))
+            self.scheduler.configure(
+                queue, self._settings_for(queue), QueueThrottles(message=(throttle,))
+            )
+        return queue
 
     def _total_max_smtp_out(self) -> int:
         setting = self.config.global_settings.get("total-max-smtp-out")
@@ -260,7 +288,7 @@ class Daemon:
                     attempts, next_attempt = detail[index]
                     self._apply(
                         self.scheduler.add(
-                            queue,
+                            self.queue_for_add(queue),
                             spooled.msg_id,
                             [index],
                             envelope.arrival,
@@ -278,7 +306,11 @@ class Daemon:
         now = self.clock.wall()
         vmta = self.router.vmta_for(envelope.vmta)
         for queue, indexes in self.router.queues_of(envelope, vmta, now).items():
-            self._apply(self.scheduler.add(queue, msg_id, indexes, envelope.arrival, now))
+            self._apply(
+                self.scheduler.add(
+                    self.queue_for_add(queue), msg_id, indexes, envelope.arrival, now
+                )
+            )
         self._wakeup.set()
 
     def accept_local(self, msg_id: MessageId, envelope: Envelope) -> None:

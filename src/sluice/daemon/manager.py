@@ -49,6 +49,7 @@ from sluice.sched import (
     Delivered,
     ModeChanged,
     Outcome,
+    OutcomeKind,
     Removed,
     Reroute,
     Result,
@@ -85,6 +86,9 @@ class DeliveryManager:
         self.possible_duplicates = 0
         self.dsn_jobs: list[tuple[MessageId, tuple[int, ...], Diagnostic]] = []
         self._dsn_serial = 0
+        self._flush_lock = asyncio.Lock()
+        #: Size in octets of messages handed to delivery (``dlvSize``), until they finish.
+        self.sizes: dict[MessageId, int] = {}
         self._sources: dict[str, SourceChooser | None] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -165,9 +169,11 @@ class DeliveryManager:
                 case Close():
                     self._spawn(self._close(action), f"close {action.queue}")
                 case Delivered():
+                    self._observe(action.queue, OutcomeKind.DELIVERED, now, len(action.rcpts))
                     self._final(action.msg_id, action.rcpts, RcptState.DELIVERED, action.text)
                     self._acct(RecordType.DELIVERY, action, info)
                 case Defer():
+                    self._observe(action.queue, OutcomeKind.TRANSIENT, now, len(action.rcpts))
                     self._mark(
                         action.msg_id,
                         action.rcpts,
@@ -178,6 +184,8 @@ class DeliveryManager:
                     )
                     self._acct(RecordType.TRANSIENT, action, info)
                 case Bounce():
+                    if action.reason is not BounceReason.EXPIRED:
+                        self._observe(action.queue, OutcomeKind.PERMANENT, now, len(action.rcpts))
                     self._bounce(action, info)
                 case Removed():
                     self._final(action.msg_id, action.rcpts, RcptState.DELETED, "deleted")
@@ -199,6 +207,12 @@ class DeliveryManager:
                 case Reroute():
                     self._reroute(action)
 
+    def _observe(self, queue: str, kind: OutcomeKind, now: float, n: int) -> None:
+        """Feed a warm-up plan the outcomes of its VMTA (deferral and bounce rates)."""
+        domain, vmta = parse_queue_name(queue)
+        if self.d.warmup.plan_of(vmta) is not None:
+            self.d.warmup.observe(vmta, domain, kind, now, n)
+
     def _reroute(self, action: Reroute) -> None:
         """``backoff-reroute-to-virtual-mta``: move recipients to the same domain on another
         VMTA (or a member of a pool), keeping their arrival time and retry state."""
@@ -214,7 +228,7 @@ class DeliveryManager:
         )
         self.execute(
             self.sched.add(
-                queue,
+                self.d.queue_for_add(queue),
                 action.msg_id,
                 action.rcpts,
                 action.arrival,
@@ -259,21 +273,30 @@ class DeliveryManager:
             self.d.remaining[msg_id] = left
 
     async def _flush(self) -> None:
+        """Make this turn's outcomes durable, in the order D4 needs.
+
+        One snapshot of the pending DSNs, marks and finished messages is taken up front;
+        what arrives while this flush awaits waits for the next one. So a message is removed
+        only after its DSN is queued and the marks that made it final are written.
+        """
         spool = self.d.spool
         if spool is None:
             return
-        if self.dsn_jobs:
-            await self._send_dsns()
-        if self.updates:
+        async with self._flush_lock:
+            jobs, self.dsn_jobs = self.dsn_jobs, []
             updates, self.updates = self.updates, []
-            await spool.mark(updates)
-        if self.finished:
             finished, self.finished = self.finished, []
-            await asyncio.gather(*(spool.remove(m) for m in finished))
-            for msg_id in finished:
-                self.d.envelopes.pop(msg_id, None)
-        if self.d.acct is not None:
-            self.d.acct.flush()
+            if jobs:
+                await self._send_dsns(jobs)
+            if updates:
+                await spool.mark(updates)
+            if finished:
+                await asyncio.gather(*(spool.remove(m) for m in finished))
+                for msg_id in finished:
+                    self.d.envelopes.pop(msg_id, None)
+                    self.sizes.pop(msg_id, None)
+            if self.d.acct is not None:
+                self.d.acct.flush()
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -310,9 +333,13 @@ class DeliveryManager:
         result = await open_session(domain, settings, self.resolver, self.rng)
         now = self.d.clock.wall()
         if isinstance(result, ConnectFailure):
-            if result.fallbacks and settings.route.log_fallback_failures:
+            if settings.route.log_fallback_failures:
                 for event in result.fallbacks:
-                    log.info("queue %s: fallback: %s", queue, event)
+                    text = f"skip of MX {event.host} ({event.address}): {event.reason}"
+                    log.info("queue %s: %s", queue, text)
+                    self._acct_queue(queue, text, settings.source_address, event.address)
+            if result.outcome.kind is OutcomeKind.TRANSIENT:
+                self._acct_queue(queue, result.outcome.text, settings.source_address, "")
             self.execute(self.sched.connection_failed(action.connection_id, result.outcome, now))
             return
         if self._stopping:
@@ -342,6 +369,7 @@ class DeliveryManager:
                 results.append(Result(msg_id=txn.msg_id, rcpts=txn.rcpts, outcome=outcome))
                 continue
             transfers.append(Transfer.from_envelope(txn.msg_id, envelope, txn.rcpts, body))
+            self.sizes[txn.msg_id] = len(body)
         if session is None or not transfers:
             now = self.d.clock.wall()
             self.execute(self.sched.report(action.connection_id, results, now))
@@ -426,6 +454,7 @@ class DeliveryManager:
                     dlv_source_ip=info.local_address if info is not None else "",
                     dlv_destination_ip=info.remote_address if info is not None else "",
                     dlv_esmtp_available=info.esmtp_available if info is not None else "",
+                    dlv_size=self.sizes.get(msg_id) if info is not None else None,
                     vmta=vmta,
                     job_id=envelope.job_id or "",
                     env_id=envelope.env_id or "",
@@ -433,6 +462,31 @@ class DeliveryManager:
                     vmta_pool=pool,
                 )
             )
+
+    def _acct_queue(self, queue: str, text: str, source_ip: str | None, remote_ip: str) -> None:
+        """A ``tq`` record: the whole queue failed temporarily (DNS, connection, greeting),
+        or a host was skipped for the next MX (``log-fallback-failures``)."""
+        acct = self.d.acct
+        if acct is None:
+            return
+        _, vmta = parse_queue_name(queue)
+        diag = self._diagnostic(RecordType.TRANSIENT_QUEUE, text, None)
+        fields = acct_fields(diag, self.d.classifier, final=False)
+        acct.record(
+            AcctRecord(
+                type=RecordType.TRANSIENT_QUEUE,
+                time_logged=self.d.clock.wall(),
+                dsn_action=fields.dsn_action,
+                dsn_status=fields.dsn_status,
+                dsn_diag=fields.dsn_diag,
+                bounce_cat=fields.bounce_cat,
+                dlv_type="smtp",
+                dlv_source_ip=source_ip or "",
+                dlv_destination_ip=remote_ip,
+                vmta=vmta,
+                queue=queue,
+            )
+        )
 
     def _bounce(self, action: Bounce, info: SessionInfo | None) -> None:
         diag = self._diagnostic(RecordType.BOUNCE, action.text, info)
@@ -446,9 +500,8 @@ class DeliveryManager:
                 self.dsn_jobs.append((action.msg_id, owed, diag))
         self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
 
-    async def _send_dsns(self) -> None:
+    async def _send_dsns(self, jobs: list[tuple[MessageId, tuple[int, ...], Diagnostic]]) -> None:
         """Build and queue the DSNs owed; runs before the originals may be removed."""
-        jobs, self.dsn_jobs = self.dsn_jobs, []
         spool = self.d.spool
         assert spool is not None
         now = self.d.clock.wall()
