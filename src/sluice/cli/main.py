@@ -25,6 +25,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "sluice.cli.explain",
     "sluice.cli.run",
     "sluice.cli.demo",
+    "sluice.cli.inject",
 )
 
 
