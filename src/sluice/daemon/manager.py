@@ -87,6 +87,8 @@ class DeliveryManager:
         self.dsn_jobs: list[tuple[MessageId, tuple[int, ...], Diagnostic]] = []
         self._dsn_serial = 0
         self._flush_lock = asyncio.Lock()
+        #: Accounting records of this turn, written after the spool marks they describe.
+        self.records: list[AcctRecord] = []
         #: Size in octets of messages handed to delivery (``dlvSize``), until they finish.
         self.sizes: dict[MessageId, int] = {}
         self._sources: dict[str, SourceChooser | None] = {}
@@ -286,6 +288,7 @@ class DeliveryManager:
             jobs, self.dsn_jobs = self.dsn_jobs, []
             updates, self.updates = self.updates, []
             finished, self.finished = self.finished, []
+            records, self.records = self.records, []
             if jobs:
                 await self._send_dsns(jobs)
             if updates:
@@ -295,8 +298,12 @@ class DeliveryManager:
                 for msg_id in finished:
                     self.d.envelopes.pop(msg_id, None)
                     self.sizes.pop(msg_id, None)
-            if self.d.acct is not None:
-                self.d.acct.flush()
+            acct = self.d.acct
+            if acct is not None:
+                # Written only now: a record never claims an outcome the spool might forget.
+                for record in records:
+                    acct.record(record)
+                acct.flush()
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -435,7 +442,7 @@ class DeliveryManager:
         pool = envelope.vmta if envelope.vmta and envelope.vmta in self.d.config.pools else ""
         for index in rcpts:
             rcpt = envelope.recipients[index]
-            acct.record(
+            self.records.append(
                 AcctRecord(
                     type=kind,
                     time_logged=now,
@@ -472,7 +479,7 @@ class DeliveryManager:
         _, vmta = parse_queue_name(queue)
         diag = self._diagnostic(RecordType.TRANSIENT_QUEUE, text, None)
         fields = acct_fields(diag, self.d.classifier, final=False)
-        acct.record(
+        self.records.append(
             AcctRecord(
                 type=RecordType.TRANSIENT_QUEUE,
                 time_logged=self.d.clock.wall(),
