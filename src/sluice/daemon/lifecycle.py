@@ -197,7 +197,7 @@ class Daemon:
             policies=ConfigSourceMap(self.config),
             clock=self.clock,
             limits=listener_limits(self.config),
-            hooks=Hooks(on_accepted=self._accepted, on_received=self._received),
+            hooks=Hooks(on_received=self._received),
         )
         for listener in self.config.listeners:
             host = "0.0.0.0" if listener.listen.address is None else str(listener.listen.address)
@@ -299,8 +299,9 @@ class Daemon:
                     )
         return messages, rcpts
 
-    def _accepted(self, msg_id: MessageId, envelope: Envelope) -> None:
-        """Intake's hand-off: the message is durable and acknowledged; queue it."""
+    def _accepted(self, msg_id: MessageId, envelope: Envelope, size: int = 0) -> None:
+        """The hand-off: the message is durable (and acknowledged, for injected mail);
+        queue it. ``size`` in octets feeds ``max-data-volume-rate``."""
         self.envelopes[msg_id] = envelope
         self.remaining[msg_id] = len(envelope.recipients)
         now = self.clock.wall()
@@ -308,14 +309,14 @@ class Daemon:
         for queue, indexes in self.router.queues_of(envelope, vmta, now).items():
             self._apply(
                 self.scheduler.add(
-                    self.queue_for_add(queue), msg_id, indexes, envelope.arrival, now
+                    self.queue_for_add(queue), msg_id, indexes, envelope.arrival, now, size=size
                 )
             )
         self._wakeup.set()
 
-    def accept_local(self, msg_id: MessageId, envelope: Envelope) -> None:
+    def accept_local(self, msg_id: MessageId, envelope: Envelope, size: int = 0) -> None:
         """Queue a message Sluice made itself (a DSN), already durable in the spool."""
-        self._accepted(msg_id, envelope)
+        self._accepted(msg_id, envelope, size)
 
     @property
     def postmaster(self) -> str:
@@ -325,6 +326,8 @@ class Daemon:
         return f"postmaster@{self.hostname}"
 
     def _received(self, msg_id: MessageId, envelope: Envelope, size: int) -> None:
+        """Intake's hook after the 250: queue the message, write its ``r`` records."""
+        self._accepted(msg_id, envelope, size)
         if self.acct is None:
             return
         now = self.clock.wall()

@@ -541,4 +541,4 @@ class DeliveryManager:
                 log.error("message %d: DSN not queued: %s", msg_id, exc)
                 continue
             log.info("message %d: DSN to <%s> queued as %d", msg_id, envelope.sender, new_id)
-            self.d.accept_local(new_id, dsn_envelope)
+            self.d.accept_local(new_id, dsn_envelope, len(dsn.data))
