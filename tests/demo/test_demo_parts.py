@@ -127,6 +127,6 @@ def test_help_lists_the_knobs() -> None:
     assert "--timeout" in text
     assert "--time-scale" in text
     args = parser.parse_args([])
-    assert (args.messages, args.speed, args.story, args.timeout) == (2000, 0.0, "plain", 110.0)
+    assert (args.messages, args.speed, args.story, args.timeout) == (2000, 0.0, "throttle", 110.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--story", "nope"])

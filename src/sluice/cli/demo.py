@@ -84,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--story",
         choices=[s.value for s in Story],
-        default=Story.PLAIN.value,
-        help="plain: nobody throttles; throttle: Microsoft answers 421 RP-001 and the "
-        "hotmail queues back off (default plain)",
+        default=Story.THROTTLE.value,
+        help="throttle: Microsoft answers 421 RP-001 and the hotmail queues back off, then "
+        "recover (the seed's story, default); plain: nobody throttles",
     )
     parser.add_argument(
         "--time-scale",
