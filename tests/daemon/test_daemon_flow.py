@@ -140,3 +140,61 @@ def test_warmup_plan_caps_the_first_day(tmp_path: Path) -> None:
     delivered, waiting = asyncio.run(_run_warmup(tmp_path))
     assert delivered == 3
     assert waiting == 2
+
+
+async def _run_patterns_and_notify(tmp_path: Path) -> tuple[list[str], list[str]]:
+    cluster = SimCluster(
+        [
+            ReceiverSpec(name="dest", host="127.0.0.37"),
+            ReceiverSpec(name="senders", host="127.0.0.38"),
+        ],
+        record=True,
+    )
+    await cluster.start()
+    port = cluster["dest"].port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = load_config_text(
+        f"smtp-listener 127.0.0.1:{free}\n"
+        f"<spool {tmp_path}/spool>\n</spool>\n"
+        "<pattern-list by-sender>\n mail-from /@news\\./ virtual-mta=mkt\n</pattern-list>\n"
+        "<source 127.0.0.1>\n always-allow-relaying yes\n pattern-list by-sender\n</source>\n"
+        "<virtual-mta mkt>\n smtp-source-host 127.0.0.36 mkt.test\n</virtual-mta>\n"
+        f"<domain dest.test>\n route [127.0.0.37]:{port}\n</domain>\n"
+        f"<domain news.test>\n route [127.0.0.38]:{port}\n</domain>\n"
+        f"<domain plain.test>\n route [127.0.0.38]:{port}\n</domain>\n"
+    )
+    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
+    await daemon.start()
+    try:
+        _, listen_port = daemon.bound[0]
+        body = b"Subject: t\r\n\r\nbody\r\n"
+
+        def send_all() -> None:
+            _send(listen_port, "a@news.test", ["u1@dest.test"], body)
+            with smtplib.SMTP("127.0.0.1", listen_port) as s:
+                s.sendmail("b@plain.test", ["u2@dest.test"], body, rcpt_options=["NOTIFY=SUCCESS"])
+
+        await asyncio.to_thread(send_all)
+        dest, senders = cluster["dest"], cluster["senders"]
+        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 2)
+        await _wait(lambda: senders.ledger is not None and len(senders.ledger.entries) >= 1)
+        await _wait(lambda: not daemon.remaining)
+        assert dest.ledger is not None
+        assert senders.ledger is not None
+        by_rcpt = [f"{e.recipients[0]} {e.source_ip}" for e in dest.ledger.entries]
+        dsns = [f"{e.mail_from or '<>'} {e.recipients[0]}" for e in senders.ledger.entries]
+        return sorted(by_rcpt), dsns
+    finally:
+        await daemon.stop()
+        await cluster.stop()
+
+
+def test_pattern_list_picks_the_vmta_and_notify_success_earns_a_relayed_dsn(
+    tmp_path: Path,
+) -> None:
+    by_rcpt, dsns = asyncio.run(_run_patterns_and_notify(tmp_path))
+    assert by_rcpt == ["u1@dest.test 127.0.0.36", "u2@dest.test 127.0.0.1"]
+    # The simulator does not offer DSN, so Sluice reports the relay itself (RFC 3461 §6.2).
+    assert dsns == ["<> b@plain.test"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ class Daemon:
         for assignment in warmup_assignments(config):
             self.warmup.assign(assignment.vmta, plans[assignment.plan], assignment.start)
         self._throttled: set[str] = set()
+        #: Inbound ``<pattern-list>`` rules per client address: (regex, vmta) pairs.
+        self._pattern_rules: dict[str, tuple[tuple[re.Pattern[str], str | None], ...]] = {}
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self.manager: DeliveryManager | None = None
@@ -277,7 +280,7 @@ class Daemon:
             envelope = spooled.envelope
             self.envelopes[spooled.msg_id] = envelope
             self.remaining[spooled.msg_id] = len(pending)
-            vmta = self.router.vmta_for(envelope.vmta)
+            vmta = self.router.vmta_for(self._requested_vmta(envelope))
             by_queue = self.router.queues_of(envelope, vmta)
             wanted = {i for i, _, _ in pending}
             detail = {i: (a, n) for i, a, n in pending}
@@ -305,7 +308,7 @@ class Daemon:
         self.envelopes[msg_id] = envelope
         self.remaining[msg_id] = len(envelope.recipients)
         now = self.clock.wall()
-        vmta = self.router.vmta_for(envelope.vmta)
+        vmta = self.router.vmta_for(self._requested_vmta(envelope))
         for queue, indexes in self.router.queues_of(envelope, vmta, now).items():
             self._apply(
                 self.scheduler.add(
@@ -313,6 +316,35 @@ class Daemon:
                 )
             )
         self._wakeup.set()
+
+    def _requested_vmta(self, envelope: Envelope) -> str | None:
+        """The VMTA or pool a message asks for. A ``<pattern-list>`` attached to its source
+        (``pattern-list NAME`` in ``<source>``) comes first: the first ``mail-from /re/
+        virtual-mta=X`` rule matching the sender wins (powermta.md §6); else what intake
+        chose (``X-Virtual-MTA``, then ``default-virtual-mta``)."""
+        rules = self._pattern_rules.get(envelope.source_ip)
+        if rules is None:
+            rules = ()
+            try:
+                policy = self.config.source_for(envelope.source_ip)
+            except ValueError:
+                policy = None
+            name = None if policy is None else policy.settings.get("pattern-list")
+            if name is not None and isinstance(name.value, str):
+                found = self.config.pattern_lists.get(name.value)
+                if found is not None:
+                    rules = tuple(
+                        (r.pattern, r.virtual_mta)
+                        for r in found.rules
+                        if r.field == "mail-from" and r.virtual_mta
+                    )
+            if len(self._pattern_rules) > 4096:
+                self._pattern_rules.clear()
+            self._pattern_rules[envelope.source_ip] = rules
+        for pattern, vmta in rules:
+            if pattern.search(envelope.sender):
+                return vmta
+        return envelope.vmta
 
     def accept_local(self, msg_id: MessageId, envelope: Envelope, size: int = 0) -> None:
         """Queue a message Sluice made itself (a DSN), already durable in the spool."""

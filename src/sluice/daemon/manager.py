@@ -35,7 +35,7 @@ from sluice.daemon.mapping import delivery_settings, dns_servers, route_settings
 from sluice.delivery import ConnectFailure, Session, Transfer, open_session
 from sluice.delivery.values import SessionInfo
 from sluice.errors import SpoolError
-from sluice.message import MessageId, RcptState
+from sluice.message import MessageId, Notify, RcptState
 from sluice.net.dns import CachingResolver, DnsResolver
 from sluice.routing import SourceChooser, SourceHost
 from sluice.sched import (
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryManager"]
 
+#: A DSN owed: the message, the recipient indexes it reports on, the verdict, the action.
+DsnJob = tuple[MessageId, tuple[int, ...], Diagnostic, DsnAction]
+
 log = logging.getLogger("sluice.delivery")
 
 #: Longest sleep between plans when the scheduler asks for no earlier wake (seconds).
@@ -84,7 +87,7 @@ class DeliveryManager:
         self.finished: list[MessageId] = []
         self.wake_at: float | None = None
         self.possible_duplicates = 0
-        self.dsn_jobs: list[tuple[MessageId, tuple[int, ...], Diagnostic]] = []
+        self.dsn_jobs: list[DsnJob] = []
         self._dsn_serial = 0
         self._flush_lock = asyncio.Lock()
         #: Accounting records of this turn, written after the spool marks they describe.
@@ -172,6 +175,7 @@ class DeliveryManager:
                     self._spawn(self._close(action), f"close {action.queue}")
                 case Delivered():
                     self._observe(action.queue, OutcomeKind.DELIVERED, now, len(action.rcpts))
+                    self._success_dsn(action, info)
                     self._final(action.msg_id, action.rcpts, RcptState.DELIVERED, action.text)
                     self._acct(RecordType.DELIVERY, action, info)
                 case Defer():
@@ -495,6 +499,21 @@ class DeliveryManager:
             )
         )
 
+    def _success_dsn(self, action: Delivered, info: SessionInfo | None) -> None:
+        """NOTIFY=SUCCESS: a ``relayed`` DSN when the next hop does not offer DSN (RFC 3461
+        §6.2: a DSN-capable next hop received NOTIFY and reports the delivery itself)."""
+        if info is not None and any(k == "DSN" for k, _ in info.extensions):
+            return
+        envelope = self.d.envelopes.get(action.msg_id)
+        if envelope is None or not any(
+            envelope.recipients[i].notify & Notify.SUCCESS for i in action.rcpts
+        ):
+            return
+        owed = dsn_recipients(envelope, action.rcpts, DsnAction.RELAYED)
+        if owed:
+            diag = self._diagnostic(RecordType.DELIVERY, action.text, info)
+            self.dsn_jobs.append((action.msg_id, owed, diag, DsnAction.RELAYED))
+
     def _bounce(self, action: Bounce, info: SessionInfo | None) -> None:
         diag = self._diagnostic(RecordType.BOUNCE, action.text, info)
         if action.reason is BounceReason.EXPIRED:
@@ -504,15 +523,15 @@ class DeliveryManager:
         if envelope is not None:
             owed = dsn_recipients(envelope, action.rcpts, DsnAction.FAILED)
             if owed:
-                self.dsn_jobs.append((action.msg_id, owed, diag))
+                self.dsn_jobs.append((action.msg_id, owed, diag, DsnAction.FAILED))
         self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
 
-    async def _send_dsns(self, jobs: list[tuple[MessageId, tuple[int, ...], Diagnostic]]) -> None:
+    async def _send_dsns(self, jobs: list[DsnJob]) -> None:
         """Build and queue the DSNs owed; runs before the originals may be removed."""
         spool = self.d.spool
         assert spool is not None
         now = self.d.clock.wall()
-        for msg_id, indexes, diag in jobs:
+        for msg_id, indexes, diag, kind in jobs:
             envelope = self.d.envelopes.get(msg_id)
             if envelope is None:
                 continue
@@ -525,9 +544,7 @@ class DeliveryManager:
             dsn_id = f"<dsn.{int(now)}.{self._dsn_serial}@{self.d.hostname}>"
             dsn = build_dsn(
                 envelope=envelope,
-                entries=[
-                    DsnEntry(index=i, action=DsnAction.FAILED, diagnostic=diag) for i in indexes
-                ],
+                entries=[DsnEntry(index=i, action=kind, diagnostic=diag) for i in indexes],
                 original=original,
                 reporting_mta=self.d.hostname,
                 postmaster=self.d.postmaster,
