@@ -1,5 +1,5 @@
 """The issue-5 campaign: the seed's configuration against the Microsoft simulator, measured
-against the fastest drain the simulator's budget allows. Used by test_shaping_campaign.py
+against the fastest drain the simulator's budget allows. Used by test_shaping_e2e_campaign.py
 (a smaller campaign) and bench/bench_shaping.py (20,000 messages).
 
 The choice of simulator (``CAMPAIGN_SIM``), and why:
@@ -77,7 +77,7 @@ RP001_PERIOD, RP001_CAP, RP001_PER_HOUR = 3600.0, 5, 1000
 #: The seed's normal hotmail rate.
 NORMAL_PER_HOUR = 5000
 #: Real seconds after a burst's first refusal before its backoff limits are judged
-#: (in-flight transactions finish; see test_shaping_backoff.py).
+#: (in-flight transactions finish; see test_shaping_e2e_backoff.py).
 ALLOWANCE = 0.5
 
 
