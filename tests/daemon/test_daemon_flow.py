@@ -11,14 +11,19 @@ import csv
 import smtplib
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from sluice.config import load_config_text
 from sluice.daemon.lifecycle import Daemon, DaemonOptions
 from sluice.daemon.system_clock import SystemClock
+from sluice.errors import SpoolUnavailableError
 from sluice.sim import Ledger, ReceiverSpec, SimCluster
+from sluice.spool.base import RcptUpdate
+from sluice.spool.sqlite import SqliteSpool
 
 pytestmark = pytest.mark.interop
 
@@ -198,3 +203,70 @@ def test_pattern_list_picks_the_vmta_and_notify_success_earns_a_relayed_dsn(
     assert by_rcpt == ["u1@dest.test 127.0.0.36", "u2@dest.test 127.0.0.1"]
     # The simulator does not offer DSN, so Sluice reports the relay itself (RFC 3461 §6.2).
     assert dsns == ["<> b@plain.test"]
+
+
+async def _run_with_flaky_marks(tmp_path: Path) -> tuple[int, int, int]:
+    cluster = SimCluster([ReceiverSpec(name="dest", host="127.0.0.39")], record=True)
+    await cluster.start()
+    port = cluster["dest"].port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = load_config_text(
+        f"smtp-listener 127.0.0.1:{free}\n"
+        f"<spool {tmp_path}/spool>\n</spool>\n"
+        "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+        f"<domain dest.test>\n route [127.0.0.39]:{port}\n</domain>\n"
+    )
+    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
+    await daemon.start()
+    spool = daemon.spool
+    assert spool is not None
+    real_mark = spool.mark
+    failures = [2]
+
+    async def flaky_mark(updates: Sequence[RcptUpdate]) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise SpoolUnavailableError("injected: disk I/O error")
+        await real_mark(updates)
+
+    daemon.spool = cast(SqliteSpool, _Proxy(spool, mark=flaky_mark))
+    try:
+        _, listen_port = daemon.bound[0]
+        for i in range(3):
+            body = f"Subject: {i}\r\n\r\nbody\r\n".encode()
+            await asyncio.to_thread(_send, listen_port, "a@src.test", [f"u{i}@dest.test"], body)
+        dest = cluster["dest"]
+        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 3)
+        await _wait(lambda: not daemon.remaining and not daemon.envelopes)
+        assert dest.ledger is not None
+        delivered = len(dest.ledger.entries)
+    finally:
+        daemon.spool = spool
+        await daemon.stop()
+        await cluster.stop()
+    reopened = await SqliteSpool.open(str(tmp_path / "spool"))
+    left = len(list(reopened.recover()))
+    await reopened.close()
+    return delivered, left, failures[0]
+
+
+class _Proxy:
+    """Delegates to ``inner`` except for the attributes given."""
+
+    def __init__(self, inner: object, **overrides: object) -> None:
+        self._inner = inner
+        self._overrides = overrides
+
+    def __getattr__(self, name: str) -> object:
+        if name in self._overrides:
+            return self._overrides[name]
+        return getattr(self._inner, name)
+
+
+def test_a_failed_spool_update_is_retried_not_forgotten(tmp_path: Path) -> None:
+    delivered, left, unused_failures = asyncio.run(_run_with_flaky_marks(tmp_path))
+    assert unused_failures == 0  # the injected failures happened
+    assert delivered == 3
+    assert left == 0  # every message reached its final state and was removed

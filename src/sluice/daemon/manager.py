@@ -57,6 +57,7 @@ from sluice.sched import (
     SourceDisabled,
     Wake,
 )
+from sluice.spool import UnknownMessageError
 from sluice.spool.base import RcptUpdate
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class DeliveryManager:
         self.dsn_jobs: list[DsnJob] = []
         self._dsn_serial = 0
         self._flush_lock = asyncio.Lock()
+        #: Connections whose current Deliver was already reported to the scheduler.
+        self._reported_ids: set[int] = set()
         #: Accounting records of this turn, written after the spool marks they describe.
         self.records: list[AcctRecord] = []
         #: Size in octets of messages handed to delivery (``dlvSize``), until they finish.
@@ -139,8 +142,13 @@ class DeliveryManager:
             wakeup.clear()
             now = clock.wall()
             self.wake_at = None
-            self.execute(self.sched.plan(now))
-            await self._flush()
+            try:
+                self.execute(self.sched.plan(now))
+                await self._flush()
+            except Exception:  # a bug must not stop delivery for good: log, pause, go on
+                log.exception("delivery manager: turn failed; retrying in %.0fs", MAX_IDLE_SLEEP)
+                await asyncio.sleep(MAX_IDLE_SLEEP)
+                continue
             delay = MAX_IDLE_SLEEP
             if self.wake_at is not None:
                 delay = max(0.0, min(delay, (self.wake_at - clock.wall()) / self.d.time_scale))
@@ -283,7 +291,9 @@ class DeliveryManager:
 
         One snapshot of the pending DSNs, marks and finished messages is taken up front;
         what arrives while this flush awaits waits for the next one. So a message is removed
-        only after its DSN is queued and the marks that made it final are written.
+        only after its DSN is queued and the marks that made it final are written. A spool
+        failure puts the snapshot back for the next turn: nothing is forgotten, nothing is
+        removed early.
         """
         spool = self.d.spool
         if spool is None:
@@ -293,15 +303,31 @@ class DeliveryManager:
             updates, self.updates = self.updates, []
             finished, self.finished = self.finished, []
             records, self.records = self.records, []
-            if jobs:
-                await self._send_dsns(jobs)
+            failed_jobs = await self._send_dsns(jobs) if jobs else []
             if updates:
-                await spool.mark(updates)
-            if finished:
-                await asyncio.gather(*(spool.remove(m) for m in finished))
-                for msg_id in finished:
-                    self.d.envelopes.pop(msg_id, None)
-                    self.sizes.pop(msg_id, None)
+                try:
+                    await spool.mark(updates)
+                except SpoolError as exc:
+                    log.error("spool: recipient updates not written, retrying: %s", exc)
+                    self.dsn_jobs[:0] = failed_jobs
+                    self.updates[:0] = updates
+                    self.finished[:0] = finished
+                    self.records[:0] = records
+                    return
+            waiting = {job[0] for job in failed_jobs}
+            self.dsn_jobs[:0] = failed_jobs
+            removable = [m for m in finished if m not in waiting]
+            self.finished[:0] = [m for m in finished if m in waiting]
+            results = await asyncio.gather(
+                *(spool.remove(m) for m in removable), return_exceptions=True
+            )
+            for msg_id, result in zip(removable, results, strict=True):
+                if isinstance(result, SpoolError) and not isinstance(result, UnknownMessageError):
+                    log.error("spool: message %d not removed, retrying: %s", msg_id, result)
+                    self.finished.append(msg_id)
+                    continue
+                self.d.envelopes.pop(msg_id, None)
+                self.sizes.pop(msg_id, None)
             acct = self.d.acct
             if acct is not None:
                 # Written only now: a record never claims an outcome the spool might forget.
@@ -330,6 +356,17 @@ class DeliveryManager:
         return chooser.choose()
 
     async def _connect(self, action: Connect) -> None:
+        try:
+            await self._connect_unsafe(action)
+        except Exception:
+            log.exception("queue %s: connecting failed unexpectedly", action.queue)
+            if action.connection_id not in self.conn_queue:
+                outcome = Outcome.transient("451 4.4.0 internal error while connecting", Scope.SITE)
+                self.execute(
+                    self.sched.connection_failed(action.connection_id, outcome, self.d.clock.wall())
+                )
+
+    async def _connect_unsafe(self, action: Connect) -> None:
         queue = action.queue
         domain, vmta = parse_queue_name(queue)
         policy = self.d.config.policy_for(queue)
@@ -361,6 +398,22 @@ class DeliveryManager:
         self.sched.connection_opened(action.connection_id, now)
 
     async def _deliver(self, action: Deliver) -> None:
+        try:
+            await self._deliver_unsafe(action)
+        except Exception:
+            log.exception("queue %s: delivery failed unexpectedly", action.queue)
+            if action.connection_id not in self._reported_ids:
+                outcome = Outcome.transient("451 4.3.0 internal error in delivery", Scope.SESSION)
+                results = [
+                    Result(msg_id=t.msg_id, rcpts=t.rcpts, outcome=outcome)
+                    for t in action.transactions
+                ]
+                self.execute(self.sched.report(action.connection_id, results, self.d.clock.wall()))
+            await self._end_session(action.connection_id)
+        finally:
+            self._reported_ids.discard(action.connection_id)
+
+    async def _deliver_unsafe(self, action: Deliver) -> None:
         session = self.sessions.get(action.connection_id)
         spool = self.d.spool
         assert spool is not None
@@ -383,6 +436,7 @@ class DeliveryManager:
             self.sizes[txn.msg_id] = len(body)
         if session is None or not transfers:
             now = self.d.clock.wall()
+            self._reported_ids.add(action.connection_id)
             self.execute(self.sched.report(action.connection_id, results, now))
             return
         reports = await session.deliver(transfers)
@@ -397,6 +451,7 @@ class DeliveryManager:
                     report.msg_id,
                 )
         now = self.d.clock.wall()
+        self._reported_ids.add(action.connection_id)
         self.execute(self.sched.report(action.connection_id, results, now), session.info)
         if not session.is_usable:
             await self._end_session(action.connection_id)
@@ -526,8 +581,10 @@ class DeliveryManager:
                 self.dsn_jobs.append((action.msg_id, owed, diag, DsnAction.FAILED))
         self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
 
-    async def _send_dsns(self, jobs: list[DsnJob]) -> None:
-        """Build and queue the DSNs owed; runs before the originals may be removed."""
+    async def _send_dsns(self, jobs: list[DsnJob]) -> list[DsnJob]:
+        """Build and queue the DSNs owed; runs before the originals may be removed.
+        Returns the jobs whose DSN could not be stored (tried again next turn)."""
+        failed: list[DsnJob] = []
         spool = self.d.spool
         assert spool is not None
         now = self.d.clock.wall()
@@ -555,7 +612,9 @@ class DeliveryManager:
             try:
                 new_id = await spool.store(dsn_envelope, dsn.data)
             except SpoolError as exc:
-                log.error("message %d: DSN not queued: %s", msg_id, exc)
+                log.error("message %d: DSN not queued yet, retrying: %s", msg_id, exc)
+                failed.append((msg_id, indexes, diag, kind))
                 continue
             log.info("message %d: DSN to <%s> queued as %d", msg_id, envelope.sender, new_id)
             self.d.accept_local(new_id, dsn_envelope, len(dsn.data))
+        return failed
