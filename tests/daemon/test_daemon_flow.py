@@ -7,11 +7,12 @@ is involved. These tests check the wiring between parts; the parts have their ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import smtplib
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -41,53 +42,58 @@ def _send(port: int, sender: str, rcpts: list[str], body: bytes) -> None:
         s.sendmail(sender, rcpts, body)
 
 
-async def _run_flow(tmp_path: Path) -> tuple[list[dict[str, str]], Ledger, Ledger]:
-    cluster = SimCluster(
-        [
-            ReceiverSpec(name="dest", host="127.0.0.31"),
-            ReceiverSpec(name="senders", host="127.0.0.32"),
-        ],
-        record=True,
-    )
-    await cluster.start()
-    port = cluster["dest"].port
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    config = load_config_text(
-        f"smtp-listener 127.0.0.1:{free}\n"
-        f"<spool {tmp_path}/spool>\n</spool>\n"
-        "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
-        f"<domain dest.test>\n route [127.0.0.31]:{port}\n</domain>\n"
-        f"<domain senders.test>\n route [127.0.0.32]:{port}\n</domain>\n"
-        f"<acct-file {tmp_path}/acct.csv>\n records r,d,b\n</acct-file>\n"
-        "postmaster postmaster@mta.test\n"
+        return int(probe.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _world(
+    tmp_path: Path, receivers: dict[str, str], config: str
+) -> AsyncIterator[tuple[SimCluster, Daemon, int]]:
+    """Simulated receivers (name → loopback address, one shared port, recording), and a
+    daemon on ``config`` (``PORT`` stands for the receivers' port) with a listener and a
+    spool in ``tmp_path``. Yields the cluster, the daemon and the listener's port."""
+    cluster = SimCluster(
+        [ReceiverSpec(name=name, host=host) for name, host in receivers.items()], record=True
     )
-    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
+    await cluster.start()
+    port = next(iter(cluster)).port
+    text = (
+        f"smtp-listener 127.0.0.1:{_free_port()}\n<spool {tmp_path}/spool>\n</spool>\n"
+        + config.replace("PORT", str(port))
+    )
+    daemon = Daemon(load_config_text(text), SystemClock(), DaemonOptions(hostname="mta.test"))
     await daemon.start()
     try:
-        _, listen_port = daemon.bound[0]
-        body = b"Subject: hello\r\nMessage-ID: <m1@test>\r\n\r\nbody\r\n"
-        await asyncio.to_thread(
-            _send,
-            listen_port,
-            "alice@senders.test",
-            ["ok@dest.test", "t550-gone@dest.test"],
-            body,
-        )
-        dest, senders = cluster["dest"], cluster["senders"]
-        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 1)
-        await _wait(lambda: senders.ledger is not None and len(senders.ledger.entries) >= 1)
-        await _wait(lambda: not daemon.remaining)
+        yield cluster, daemon, daemon.bound[0][1]
     finally:
         await daemon.stop()
         await cluster.stop()
+
+
+async def _run_flow(tmp_path: Path) -> tuple[list[dict[str, str]], Ledger, Ledger]:
+    config = (
+        "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+        "<domain dest.test>\n route [127.0.0.31]:PORT\n</domain>\n"
+        "<domain senders.test>\n route [127.0.0.32]:PORT\n</domain>\n"
+        f"<acct-file {tmp_path}/acct.csv>\n records r,d,b\n</acct-file>\n"
+        "postmaster postmaster@mta.test\n"
+    )
+    receivers = {"dest": "127.0.0.31", "senders": "127.0.0.32"}
+    async with _world(tmp_path, receivers, config) as (cluster, daemon, listen_port):
+        body = b"Subject: hello\r\nMessage-ID: <m1@test>\r\n\r\nbody\r\n"
+        rcpts = ["ok@dest.test", "t550-gone@dest.test"]
+        await asyncio.to_thread(_send, listen_port, "alice@senders.test", rcpts, body)
+        dest, senders = cluster["dest"].ledger, cluster["senders"].ledger
+        assert dest is not None
+        assert senders is not None
+        await _wait(lambda: len(dest.entries) >= 1 and len(senders.entries) >= 1)
+        await _wait(lambda: not daemon.remaining)
     with open(tmp_path / "acct.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    dest_ledger, senders_ledger = cluster["dest"].ledger, cluster["senders"].ledger
-    assert dest_ledger is not None
-    assert senders_ledger is not None
-    return rows, dest_ledger, senders_ledger
+    return rows, dest, senders
 
 
 def test_delivery_bounce_dsn_and_accounting(tmp_path: Path) -> None:
@@ -108,37 +114,23 @@ def test_delivery_bounce_dsn_and_accounting(tmp_path: Path) -> None:
 
 
 async def _run_warmup(tmp_path: Path) -> tuple[int, int]:
-    cluster = SimCluster([ReceiverSpec(name="dest", host="127.0.0.33")], record=True)
-    await cluster.start()
-    port = cluster["dest"].port
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    config = load_config_text(
-        f"smtp-listener 127.0.0.1:{free}\n"
-        f"<spool {tmp_path}/spool>\n</spool>\n"
+    config = (
         "<source 127.0.0.1>\n always-allow-relaying yes\n default-virtual-mta new\n</source>\n"
         "<warmup-plan first>\n day 1 3\n day 2 6\n</warmup-plan>\n"
         "<virtual-mta new>\n smtp-source-host 127.0.0.34 new.test\n"
         f" warmup-plan first\n warmup-start {today}\n</virtual-mta>\n"
-        f"<domain dest.test>\n route [127.0.0.33]:{port}\n</domain>\n"
+        "<domain dest.test>\n route [127.0.0.33]:PORT\n</domain>\n"
     )
-    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
-    await daemon.start()
-    try:
-        _, listen_port = daemon.bound[0]
+    async with _world(tmp_path, {"dest": "127.0.0.33"}, config) as (cluster, daemon, port):
         for i in range(5):
             body = f"Subject: {i}\r\n\r\nbody\r\n".encode()
-            await asyncio.to_thread(_send, listen_port, "a@src.test", [f"u{i}@dest.test"], body)
-        dest = cluster["dest"]
-        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 3)
+            await asyncio.to_thread(_send, port, "a@src.test", [f"u{i}@dest.test"], body)
+        dest = cluster["dest"].ledger
+        assert dest is not None
+        await _wait(lambda: len(dest.entries) >= 3)
         await asyncio.sleep(1.0)  # give a wrongly unthrottled queue time to send more
-        assert dest.ledger is not None
-        return len(dest.ledger.entries), len(daemon.remaining)
-    finally:
-        await daemon.stop()
-        await cluster.stop()
+        return len(dest.entries), len(daemon.remaining)
 
 
 def test_warmup_plan_caps_the_first_day(tmp_path: Path) -> None:
@@ -148,32 +140,16 @@ def test_warmup_plan_caps_the_first_day(tmp_path: Path) -> None:
 
 
 async def _run_patterns_and_notify(tmp_path: Path) -> tuple[list[str], list[str]]:
-    cluster = SimCluster(
-        [
-            ReceiverSpec(name="dest", host="127.0.0.37"),
-            ReceiverSpec(name="senders", host="127.0.0.38"),
-        ],
-        record=True,
-    )
-    await cluster.start()
-    port = cluster["dest"].port
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    config = load_config_text(
-        f"smtp-listener 127.0.0.1:{free}\n"
-        f"<spool {tmp_path}/spool>\n</spool>\n"
+    config = (
         "<pattern-list by-sender>\n mail-from /@news\\./ virtual-mta=mkt\n</pattern-list>\n"
         "<source 127.0.0.1>\n always-allow-relaying yes\n pattern-list by-sender\n</source>\n"
         "<virtual-mta mkt>\n smtp-source-host 127.0.0.36 mkt.test\n</virtual-mta>\n"
-        f"<domain dest.test>\n route [127.0.0.37]:{port}\n</domain>\n"
-        f"<domain news.test>\n route [127.0.0.38]:{port}\n</domain>\n"
-        f"<domain plain.test>\n route [127.0.0.38]:{port}\n</domain>\n"
+        "<domain dest.test>\n route [127.0.0.37]:PORT\n</domain>\n"
+        "<domain news.test>\n route [127.0.0.38]:PORT\n</domain>\n"
+        "<domain plain.test>\n route [127.0.0.38]:PORT\n</domain>\n"
     )
-    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
-    await daemon.start()
-    try:
-        _, listen_port = daemon.bound[0]
+    receivers = {"dest": "127.0.0.37", "senders": "127.0.0.38"}
+    async with _world(tmp_path, receivers, config) as (cluster, daemon, listen_port):
         body = b"Subject: t\r\n\r\nbody\r\n"
 
         def send_all() -> None:
@@ -182,18 +158,14 @@ async def _run_patterns_and_notify(tmp_path: Path) -> tuple[list[str], list[str]
                 s.sendmail("b@plain.test", ["u2@dest.test"], body, rcpt_options=["NOTIFY=SUCCESS"])
 
         await asyncio.to_thread(send_all)
-        dest, senders = cluster["dest"], cluster["senders"]
-        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 2)
-        await _wait(lambda: senders.ledger is not None and len(senders.ledger.entries) >= 1)
+        dest, senders = cluster["dest"].ledger, cluster["senders"].ledger
+        assert dest is not None
+        assert senders is not None
+        await _wait(lambda: len(dest.entries) >= 2 and len(senders.entries) >= 1)
         await _wait(lambda: not daemon.remaining)
-        assert dest.ledger is not None
-        assert senders.ledger is not None
-        by_rcpt = [f"{e.recipients[0]} {e.source_ip}" for e in dest.ledger.entries]
-        dsns = [f"{e.mail_from or '<>'} {e.recipients[0]}" for e in senders.ledger.entries]
+        by_rcpt = [f"{e.recipients[0]} {e.source_ip}" for e in dest.entries]
+        dsns = [f"{e.mail_from or '<>'} {e.recipients[0]}" for e in senders.entries]
         return sorted(by_rcpt), dsns
-    finally:
-        await daemon.stop()
-        await cluster.stop()
 
 
 def test_pattern_list_picks_the_vmta_and_notify_success_earns_a_relayed_dsn(
@@ -206,46 +178,34 @@ def test_pattern_list_picks_the_vmta_and_notify_success_earns_a_relayed_dsn(
 
 
 async def _run_with_flaky_marks(tmp_path: Path) -> tuple[int, int, int]:
-    cluster = SimCluster([ReceiverSpec(name="dest", host="127.0.0.39")], record=True)
-    await cluster.start()
-    port = cluster["dest"].port
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    config = load_config_text(
-        f"smtp-listener 127.0.0.1:{free}\n"
-        f"<spool {tmp_path}/spool>\n</spool>\n"
+    config = (
         "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
-        f"<domain dest.test>\n route [127.0.0.39]:{port}\n</domain>\n"
+        "<domain dest.test>\n route [127.0.0.39]:PORT\n</domain>\n"
     )
-    daemon = Daemon(config, SystemClock(), DaemonOptions(hostname="mta.test"))
-    await daemon.start()
-    spool = daemon.spool
-    assert spool is not None
-    real_mark = spool.mark
     failures = [2]
+    async with _world(tmp_path, {"dest": "127.0.0.39"}, config) as (cluster, daemon, port):
+        spool = daemon.spool
+        assert spool is not None
+        real_mark = spool.mark
 
-    async def flaky_mark(updates: Sequence[RcptUpdate]) -> None:
-        if failures[0]:
-            failures[0] -= 1
-            raise SpoolUnavailableError("injected: disk I/O error")
-        await real_mark(updates)
+        async def flaky_mark(updates: Sequence[RcptUpdate]) -> None:
+            if failures[0]:
+                failures[0] -= 1
+                raise SpoolUnavailableError("injected: disk I/O error")
+            await real_mark(updates)
 
-    daemon.spool = cast(SqliteSpool, _Proxy(spool, mark=flaky_mark))
-    try:
-        _, listen_port = daemon.bound[0]
-        for i in range(3):
-            body = f"Subject: {i}\r\n\r\nbody\r\n".encode()
-            await asyncio.to_thread(_send, listen_port, "a@src.test", [f"u{i}@dest.test"], body)
-        dest = cluster["dest"]
-        await _wait(lambda: dest.ledger is not None and len(dest.ledger.entries) >= 3)
-        await _wait(lambda: not daemon.remaining and not daemon.envelopes)
-        assert dest.ledger is not None
-        delivered = len(dest.ledger.entries)
-    finally:
-        daemon.spool = spool
-        await daemon.stop()
-        await cluster.stop()
+        daemon.spool = cast(SqliteSpool, _Proxy(spool, mark=flaky_mark))
+        try:
+            for i in range(3):
+                body = f"Subject: {i}\r\n\r\nbody\r\n".encode()
+                await asyncio.to_thread(_send, port, "a@src.test", [f"u{i}@dest.test"], body)
+            dest = cluster["dest"].ledger
+            assert dest is not None
+            await _wait(lambda: len(dest.entries) >= 3)
+            await _wait(lambda: not daemon.remaining and not daemon.envelopes)
+            delivered = len(dest.entries)
+        finally:
+            daemon.spool = spool
     reopened = await SqliteSpool.open(str(tmp_path / "spool"))
     left = len(list(reopened.recover()))
     await reopened.close()
