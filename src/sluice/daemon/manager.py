@@ -91,6 +91,7 @@ class DeliveryManager:
         self.dsn_jobs: list[DsnJob] = []
         self._dsn_serial = 0
         self._flush_lock = asyncio.Lock()
+        self._log_failures: dict[str, bool] = {}
         #: Connections whose current Deliver was already reported to the scheduler.
         self._reported_ids: set[int] = set()
         #: Accounting records of this turn, written after the spool marks they describe.
@@ -188,6 +189,17 @@ class DeliveryManager:
                     self._acct(RecordType.DELIVERY, action, info)
                 case Defer():
                     self._observe(action.queue, OutcomeKind.TRANSIENT, now, len(action.rcpts))
+                    if self._logs_failures(action.queue):
+                        log.info(
+                            "queue %s: message %d: %d recipient(s) deferred (attempt %d, "
+                            "next in %.0fs): %s",
+                            action.queue,
+                            action.msg_id,
+                            len(action.rcpts),
+                            action.attempts,
+                            max(0.0, action.next_attempt - now),
+                            action.text,
+                        )
                     self._mark(
                         action.msg_id,
                         action.rcpts,
@@ -220,6 +232,15 @@ class DeliveryManager:
                     )
                 case Reroute():
                     self._reroute(action)
+
+    def _logs_failures(self, queue: str) -> bool:
+        """``log-delivery-failures`` (the seed's dialect) for this queue, memoised."""
+        found = self._log_failures.get(queue)
+        if found is None:
+            setting = self.d.config.policy_for(queue).settings.get("log-delivery-failures")
+            found = bool(setting is not None and setting.value)
+            self._log_failures[queue] = found
+        return found
 
     def _observe(self, queue: str, kind: OutcomeKind, now: float, n: int) -> None:
         """Feed a warm-up plan the outcomes of its VMTA (deferral and bounce rates)."""
