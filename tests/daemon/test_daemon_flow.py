@@ -230,3 +230,31 @@ def test_a_failed_spool_update_is_retried_not_forgotten(tmp_path: Path) -> None:
     assert unused_failures == 0  # the injected failures happened
     assert delivered == 3
     assert left == 0  # every message reached its final state and was removed
+
+
+async def _run_421_at_rcpt(tmp_path: Path) -> list[dict[str, str]]:
+    config = (
+        "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+        "<domain dest.test>\n route [127.0.0.40]:PORT\n</domain>\n"
+        f"<acct-file {tmp_path}/acct.csv>\n records t\n</acct-file>\n"
+    )
+    async with _world(tmp_path, {"dest": "127.0.0.40"}, config) as (_cluster, _daemon, port):
+        body = b"Subject: t\r\n\r\nbody\r\n"
+        await asyncio.to_thread(_send, port, "a@src.test", ["t421-busy@dest.test"], body)
+        acct = tmp_path / "acct.csv"
+
+        def rows() -> list[dict[str, str]]:
+            if not acct.exists():
+                return []
+            with open(acct, newline="") as fh:
+                return list(csv.DictReader(fh))
+
+        await _wait(lambda: len(rows()) >= 1)
+        return rows()
+
+
+def test_a_421_at_rcpt_is_recorded_as_transient(tmp_path: Path) -> None:
+    (row, *_) = asyncio.run(_run_421_at_rcpt(tmp_path))
+    assert row["type"] == "t"
+    assert row["rcpt"] == "t421-busy@dest.test"
+    assert row["dsnDiag"].startswith("smtp;421")

@@ -472,6 +472,20 @@ class DeliveryManager:
                     report.msg_id,
                 )
         now = self.d.clock.wall()
+        for result in results:
+            outcome = result.outcome
+            if outcome.scope is Scope.SESSION and outcome.kind is OutcomeKind.TRANSIENT:
+                # A session failure (a 421 mid-transaction) costs the recipient no attempt,
+                # so the scheduler returns no Defer; the accounting file still records it.
+                carrier = Defer(
+                    queue=action.queue,
+                    msg_id=result.msg_id,
+                    rcpts=result.rcpts,
+                    attempts=0,
+                    next_attempt=now,
+                    text=outcome.text,
+                )
+                self._acct(RecordType.TRANSIENT, carrier, session.info)
         self._reported_ids.add(action.connection_id)
         self.execute(self.sched.report(action.connection_id, results, now), session.info)
         if not session.is_usable:
