@@ -89,3 +89,14 @@ def test_cold_vmta_takes_the_first_messages_per_domain_per_day() -> None:
     assert picks == ["gmail.com/cust1-cold"] * 2 + ["gmail.com/cust1"] * 2
     assert next(iter(router.queues_of(envelope, "cust1", day + 86400))) == "gmail.com/cust1-cold"
     assert next(iter(router.queues_of(envelope, "cust1"))) == "gmail.com/cust1"
+
+
+def test_address_literal_domains_route_to_their_address() -> None:
+    config = load_config_text("smtp-listener 127.0.0.1:2525\n")
+    route = route_settings(config.queue_policy("[127.0.0.9]"))
+    assert route.route is not None
+    assert str(route.route) == "[127.0.0.9]"
+    six = route_settings(config.queue_policy("[IPv6:::1]"))
+    assert six.route is not None
+    assert str(six.route) == "[::1]"
+    assert route_settings(config.queue_policy("example.org")).route is None

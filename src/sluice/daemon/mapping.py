@@ -336,18 +336,39 @@ def route_settings(
     names: frozenset[str] = frozenset(),
     endpoints: Iterable[tuple[str, int]] = (),
 ) -> RouteSettings:
-    """A queue's ``route``, ``smtp-hosts``, ``default-smtp-port`` and fall-back knobs."""
+    """A queue's ``route``, ``smtp-hosts``, ``default-smtp-port`` and fall-back knobs.
+
+    A queue whose domain is an address literal (``u@[192.0.2.1]``, RFC 5321 §4.1.3) is
+    routed to that address with no MX look-up, unless a ``route`` says otherwise.
+    """
     route = policy.settings.get("route")
     hosts = policy.settings.get("smtp-hosts")
+    literal = _address_literal(policy.domain)
+    fixed = parse_host_spec(route.text) if route is not None and route.value else None
+    if fixed is None and literal is not None:
+        fixed = parse_host_spec(f"[{literal}]")
     return RouteSettings(
         default_smtp_port=_int(policy, "default-smtp-port", 25),
-        route=parse_host_spec(route.text) if route is not None and route.value else None,
+        route=fixed,
         smtp_hosts=parse_host_list(hosts.text) if hosts is not None and hosts.value else (),
         log_fallback_failures=_bool(policy, "log-fallback-failures", False),
         bounce_upon_5xx_greeting=_bool(policy, "bounce-upon-5xx-greeting", True),
         local_names=names,
         local_endpoints=frozenset(endpoints),
     )
+
+
+def _address_literal(domain: str) -> str | None:
+    """The IP in ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``, else None."""
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    inner = domain[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        inner = inner[5:]
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        return None
 
 
 def acct_settings(config: Config) -> list[AcctFileSettings]:
