@@ -546,8 +546,9 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
     DirectiveRow("max-smtp-in-per-client", "int", _GSRC, "100",
         "Sluice extension: concurrent injection connections from one client address"
         " (default is Sluice's)", implemented="intake"),
-    DirectiveRow("spool-group-commit-ms", "int", _G, "2",
-        "Sluice extension: milliseconds the spool gathers writes into one commit",
+    DirectiveRow("spool-group-commit-ms", "int", _G, "0",
+        "Sluice extension: extra milliseconds the spool waits to gather writes into one"
+        " commit (0: batches form while the previous fsync runs)",
         reload_safe=False, implemented="spool"),
     DirectiveRow("bare-lf-policy", "enum:reject|normalize", _SRC, "reject",
         "Sluice extension: refuse message data with bare LF, or rewrite it to CRLF",

@@ -172,7 +172,9 @@ class Daemon:
     async def start(self) -> None:
         """Open and recover the spool, then start accounting, delivery and the listeners."""
         started = time.monotonic()
-        self.spool = await SqliteSpool.open(self.spool_dir())
+        linger = self.config.global_settings.get("spool-group-commit-ms")
+        linger_ms = linger.value if linger is not None and isinstance(linger.value, int) else 0
+        self.spool = await SqliteSpool.open(self.spool_dir(), linger=linger_ms / 1000.0)
         recovered = self._recover()
         log.info(
             "spool %s recovered: %d messages, %d queued recipients in %.1fs",
