@@ -14,28 +14,19 @@ Public names: DeliveryManager.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sluice.acct.records import AcctRecord, RecordType
-from sluice.bounce import (
-    Diagnostic,
-    DsnAction,
-    DsnEntry,
-    acct_fields,
-    build_dsn,
-    dsn_recipients,
-)
-from sluice.bounce import Phase as BouncePhase
+from sluice.acct.records import RecordType
 from sluice.config import DEFAULT_VMTA, parse_queue_name
 from sluice.daemon.mapping import delivery_settings, dns_servers, route_settings
+from sluice.daemon.notices import Notices
 from sluice.delivery import ConnectFailure, Session, Transfer, open_session
 from sluice.delivery.values import SessionInfo
 from sluice.errors import SpoolError
-from sluice.message import MessageId, Notify, RcptState
+from sluice.message import MessageId, RcptState
 from sluice.net.dns import CachingResolver, DnsResolver
 from sluice.routing import SourceChooser, SourceHost
 from sluice.sched import (
@@ -65,9 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryManager"]
 
-#: A DSN owed: the message, the recipient indexes it reports on, the verdict, the action.
-DsnJob = tuple[MessageId, tuple[int, ...], Diagnostic, DsnAction]
-
 log = logging.getLogger("sluice.delivery")
 
 #: Longest sleep between plans when the scheduler asks for no earlier wake (seconds).
@@ -88,16 +76,12 @@ class DeliveryManager:
         self.finished: list[MessageId] = []
         self.wake_at: float | None = None
         self.possible_duplicates = 0
-        self.dsn_jobs: list[DsnJob] = []
-        self._dsn_serial = 0
+        #: Accounting records and DSNs of this turn (written by ``_flush``).
+        self.notices = Notices(daemon)
         self._flush_lock = asyncio.Lock()
         self._log_failures: dict[str, bool] = {}
         #: Connections whose current Deliver was already reported to the scheduler.
         self._reported_ids: set[int] = set()
-        #: Accounting records of this turn, written after the spool marks they describe.
-        self.records: list[AcctRecord] = []
-        #: Size in octets of messages handed to delivery (``dlvSize``), until they finish.
-        self.sizes: dict[MessageId, int] = {}
         self._sources: dict[str, SourceChooser | None] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -184,9 +168,9 @@ class DeliveryManager:
                     self._spawn(self._close(action), f"close {action.queue}")
                 case Delivered():
                     self._observe(action.queue, OutcomeKind.DELIVERED, now, len(action.rcpts))
-                    self._success_dsn(action, info)
+                    self.notices.success_dsn(action, info)
                     self._final(action.msg_id, action.rcpts, RcptState.DELIVERED, action.text)
-                    self._acct(RecordType.DELIVERY, action, info)
+                    self.notices.record(RecordType.DELIVERY, action, info)
                 case Defer():
                     self._observe(action.queue, OutcomeKind.TRANSIENT, now, len(action.rcpts))
                     if self._logs_failures(action.queue):
@@ -208,11 +192,12 @@ class DeliveryManager:
                         attempts=action.attempts,
                         next_attempt=action.next_attempt,
                     )
-                    self._acct(RecordType.TRANSIENT, action, info)
+                    self.notices.record(RecordType.TRANSIENT, action, info)
                 case Bounce():
                     if action.reason is not BounceReason.EXPIRED:
                         self._observe(action.queue, OutcomeKind.PERMANENT, now, len(action.rcpts))
-                    self._bounce(action, info)
+                    self.notices.bounce(action, info)
+                    self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
                 case Removed():
                     self._final(action.msg_id, action.rcpts, RcptState.DELETED, "deleted")
                 case Wake():
@@ -320,23 +305,23 @@ class DeliveryManager:
         if spool is None:
             return
         async with self._flush_lock:
-            jobs, self.dsn_jobs = self.dsn_jobs, []
+            jobs, self.notices.dsn_jobs = self.notices.dsn_jobs, []
             updates, self.updates = self.updates, []
             finished, self.finished = self.finished, []
-            records, self.records = self.records, []
-            failed_jobs = await self._send_dsns(jobs) if jobs else []
+            records, self.notices.records = self.notices.records, []
+            failed_jobs = await self.notices.send_dsns(jobs) if jobs else []
             if updates:
                 try:
                     await spool.mark(updates)
                 except SpoolError as exc:
                     log.error("spool: recipient updates not written, retrying: %s", exc)
-                    self.dsn_jobs[:0] = failed_jobs
+                    self.notices.dsn_jobs[:0] = failed_jobs
                     self.updates[:0] = updates
                     self.finished[:0] = finished
-                    self.records[:0] = records
+                    self.notices.records[:0] = records
                     return
             waiting = {job[0] for job in failed_jobs}
-            self.dsn_jobs[:0] = failed_jobs
+            self.notices.dsn_jobs[:0] = failed_jobs
             removable = [m for m in finished if m not in waiting]
             self.finished[:0] = [m for m in finished if m in waiting]
             results = await asyncio.gather(
@@ -348,7 +333,7 @@ class DeliveryManager:
                     self.finished.append(msg_id)
                     continue
                 self.d.envelopes.pop(msg_id, None)
-                self.sizes.pop(msg_id, None)
+                self.notices.sizes.pop(msg_id, None)
             acct = self.d.acct
             if acct is not None:
                 # Written only now: a record never claims an outcome the spool might forget.
@@ -406,9 +391,9 @@ class DeliveryManager:
                 for event in result.fallbacks:
                     text = f"skip of MX {event.host} ({event.address}): {event.reason}"
                     log.info("queue %s: %s", queue, text)
-                    self._acct_queue(queue, text, settings.source_address, event.address)
+                    self.notices.record_queue(queue, text, settings.source_address, event.address)
             if result.outcome.kind is OutcomeKind.TRANSIENT:
-                self._acct_queue(queue, result.outcome.text, settings.source_address, "")
+                self.notices.record_queue(queue, result.outcome.text, settings.source_address, "")
             self.execute(self.sched.connection_failed(action.connection_id, result.outcome, now))
             return
         if self._stopping:
@@ -454,7 +439,7 @@ class DeliveryManager:
                 results.append(Result(msg_id=txn.msg_id, rcpts=txn.rcpts, outcome=outcome))
                 continue
             transfers.append(Transfer.from_envelope(txn.msg_id, envelope, txn.rcpts, body))
-            self.sizes[txn.msg_id] = len(body)
+            self.notices.sizes[txn.msg_id] = len(body)
         if session is None or not transfers:
             now = self.d.clock.wall()
             self._reported_ids.add(action.connection_id)
@@ -485,7 +470,7 @@ class DeliveryManager:
                     next_attempt=now,
                     text=outcome.text,
                 )
-                self._acct(RecordType.TRANSIENT, carrier, session.info)
+                self.notices.record(RecordType.TRANSIENT, carrier, session.info)
         self._reported_ids.add(action.connection_id)
         self.execute(self.sched.report(action.connection_id, results, now), session.info)
         if not session.is_usable:
@@ -503,153 +488,3 @@ class DeliveryManager:
         if session is not None:
             await session.close()
         self.execute(self.sched.connection_closed(connection_id, self.d.clock.wall()))
-
-    # ---- accounting and DSNs ---------------------------------------------------------
-
-    def _diagnostic(self, kind: RecordType, text: str, info: SessionInfo | None) -> Diagnostic:
-        local = {RecordType.DELIVERY: "2.0.0", RecordType.BOUNCE: "5.0.0"}.get(kind, "4.0.0")
-        return Diagnostic.from_text(
-            text or local,
-            BouncePhase.RCPT,
-            local_status=local,
-            remote_mta=info.remote_host if info is not None else "",
-            remote_ip=info.remote_address if info is not None else "",
-        )
-
-    def _acct(
-        self,
-        kind: RecordType,
-        action: Delivered | Defer | Bounce,
-        info: SessionInfo | None,
-        diag: Diagnostic | None = None,
-    ) -> None:
-        queue, msg_id, rcpts, text = action.queue, action.msg_id, action.rcpts, action.text
-        acct = self.d.acct
-        envelope = self.d.envelopes.get(msg_id)
-        if acct is None or envelope is None:
-            return
-        now = self.d.clock.wall()
-        _, vmta = parse_queue_name(queue)
-        if diag is None:
-            diag = self._diagnostic(kind, text, info)
-        fields = acct_fields(diag, self.d.classifier, final=kind is not RecordType.TRANSIENT)
-        pool = envelope.vmta if envelope.vmta and envelope.vmta in self.d.config.pools else ""
-        for index in rcpts:
-            rcpt = envelope.recipients[index]
-            self.records.append(
-                AcctRecord(
-                    type=kind,
-                    time_logged=now,
-                    time_queued=envelope.arrival,
-                    orig=envelope.sender,
-                    rcpt=rcpt.address,
-                    orcpt=rcpt.orcpt or "",
-                    dsn_action=fields.dsn_action,
-                    dsn_status=fields.dsn_status,
-                    dsn_diag=fields.dsn_diag,
-                    dsn_mta=fields.dsn_mta,
-                    bounce_cat=fields.bounce_cat,
-                    src_type=envelope.source_type,
-                    src_mta=envelope.source_helo,
-                    dlv_type="smtp" if info is not None else "",
-                    dlv_source_ip=info.local_address if info is not None else "",
-                    dlv_destination_ip=info.remote_address if info is not None else "",
-                    dlv_esmtp_available=info.esmtp_available if info is not None else "",
-                    dlv_size=self.sizes.get(msg_id) if info is not None else None,
-                    vmta=vmta,
-                    job_id=envelope.job_id or "",
-                    env_id=envelope.env_id or "",
-                    queue=queue,
-                    vmta_pool=pool,
-                )
-            )
-
-    def _acct_queue(self, queue: str, text: str, source_ip: str | None, remote_ip: str) -> None:
-        """A ``tq`` record: the whole queue failed temporarily (DNS, connection, greeting),
-        or a host was skipped for the next MX (``log-fallback-failures``)."""
-        acct = self.d.acct
-        if acct is None:
-            return
-        _, vmta = parse_queue_name(queue)
-        diag = self._diagnostic(RecordType.TRANSIENT_QUEUE, text, None)
-        fields = acct_fields(diag, self.d.classifier, final=False)
-        self.records.append(
-            AcctRecord(
-                type=RecordType.TRANSIENT_QUEUE,
-                time_logged=self.d.clock.wall(),
-                dsn_action=fields.dsn_action,
-                dsn_status=fields.dsn_status,
-                dsn_diag=fields.dsn_diag,
-                bounce_cat=fields.bounce_cat,
-                dlv_type="smtp",
-                dlv_source_ip=source_ip or "",
-                dlv_destination_ip=remote_ip,
-                vmta=vmta,
-                queue=queue,
-            )
-        )
-
-    def _success_dsn(self, action: Delivered, info: SessionInfo | None) -> None:
-        """NOTIFY=SUCCESS: a ``relayed`` DSN when the next hop does not offer DSN (RFC 3461
-        §6.2: a DSN-capable next hop received NOTIFY and reports the delivery itself)."""
-        if info is not None and any(k == "DSN" for k, _ in info.extensions):
-            return
-        envelope = self.d.envelopes.get(action.msg_id)
-        if envelope is None or not any(
-            envelope.recipients[i].notify & Notify.SUCCESS for i in action.rcpts
-        ):
-            return
-        owed = dsn_recipients(envelope, action.rcpts, DsnAction.RELAYED)
-        if owed:
-            diag = self._diagnostic(RecordType.DELIVERY, action.text, info)
-            self.dsn_jobs.append((action.msg_id, owed, diag, DsnAction.RELAYED))
-
-    def _bounce(self, action: Bounce, info: SessionInfo | None) -> None:
-        diag = self._diagnostic(RecordType.BOUNCE, action.text, info)
-        if action.reason is BounceReason.EXPIRED:
-            diag = Diagnostic.expired(diag if action.text else None)
-        self._acct(RecordType.BOUNCE, action, info, diag)
-        envelope = self.d.envelopes.get(action.msg_id)
-        if envelope is not None:
-            owed = dsn_recipients(envelope, action.rcpts, DsnAction.FAILED)
-            if owed:
-                self.dsn_jobs.append((action.msg_id, owed, diag, DsnAction.FAILED))
-        self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
-
-    async def _send_dsns(self, jobs: list[DsnJob]) -> list[DsnJob]:
-        """Build and queue the DSNs owed; runs before the originals may be removed.
-        Returns the jobs whose DSN could not be stored (tried again next turn)."""
-        failed: list[DsnJob] = []
-        spool = self.d.spool
-        assert spool is not None
-        now = self.d.clock.wall()
-        for msg_id, indexes, diag, kind in jobs:
-            envelope = self.d.envelopes.get(msg_id)
-            if envelope is None:
-                continue
-            try:
-                original = await spool.load_body(msg_id)
-            except SpoolError as exc:
-                log.error("message %d: cannot load it to build its DSN: %s", msg_id, exc)
-                original = b""
-            self._dsn_serial += 1
-            dsn_id = f"<dsn.{int(now)}.{self._dsn_serial}@{self.d.hostname}>"
-            dsn = build_dsn(
-                envelope=envelope,
-                entries=[DsnEntry(index=i, action=kind, diagnostic=diag) for i in indexes],
-                original=original,
-                reporting_mta=self.d.hostname,
-                postmaster=self.d.postmaster,
-                now=now,
-                make_id=functools.partial(str, dsn_id),
-            )
-            dsn_envelope = dsn.envelope(arrival=now)
-            try:
-                new_id = await spool.store(dsn_envelope, dsn.data)
-            except SpoolError as exc:
-                log.error("message %d: DSN not queued yet, retrying: %s", msg_id, exc)
-                failed.append((msg_id, indexes, diag, kind))
-                continue
-            log.info("message %d: DSN to <%s> queued as %d", msg_id, envelope.sender, new_id)
-            self.d.accept_local(new_id, dsn_envelope, len(dsn.data))
-        return failed
