@@ -11,6 +11,7 @@ import contextlib
 import csv
 import smtplib
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -258,3 +259,32 @@ def test_a_421_at_rcpt_is_recorded_as_transient(tmp_path: Path) -> None:
     assert row["type"] == "t"
     assert row["rcpt"] == "t421-busy@dest.test"
     assert row["dsnDiag"].startswith("smtp;421")
+
+
+async def _run_cpu_gate(tmp_path: Path) -> str:
+    config = "max-cpu-usage 1\n<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+    burner = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"
+    )
+    try:
+        async with _world(tmp_path, {"dest": "127.0.0.41"}, config) as (_c, daemon, port):
+
+            def greeting() -> str:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    return sock.recv(200).decode()
+
+            deadline = asyncio.get_running_loop().time() + 15
+            banner = await asyncio.to_thread(greeting)
+            while not banner.startswith("421") and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.5)
+                banner = await asyncio.to_thread(greeting)
+            assert daemon.intake is not None
+            return banner
+    finally:
+        burner.kill()
+        await burner.wait()
+
+
+def test_max_cpu_usage_refuses_new_injections_while_the_machine_is_busy(tmp_path: Path) -> None:
+    banner = asyncio.run(_run_cpu_gate(tmp_path))
+    assert banner.startswith("421 4.3.2")
