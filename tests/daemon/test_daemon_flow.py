@@ -288,3 +288,40 @@ async def _run_cpu_gate(tmp_path: Path) -> str:
 def test_max_cpu_usage_refuses_new_injections_while_the_machine_is_busy(tmp_path: Path) -> None:
     banner = asyncio.run(_run_cpu_gate(tmp_path))
     assert banner.startswith("421 4.3.2")
+
+
+async def _run_reload(tmp_path: Path) -> tuple[list[str], list[str], list[str]]:
+    before = (
+        "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+        "<domain dest.test>\n route [127.0.0.42]:PORT\n</domain>\n"
+    )
+    receivers = {"old": "127.0.0.42", "new": "127.0.0.43"}
+    async with _world(tmp_path, receivers, before) as (cluster, daemon, port):
+        body = b"Subject: t\r\n\r\nbody\r\n"
+        await asyncio.to_thread(_send, port, "a@src.test", ["u1@dest.test"], body)
+        old, new = cluster["old"].ledger, cluster["new"].ledger
+        assert old is not None
+        assert new is not None
+        await _wait(lambda: len(old.entries) == 1)
+        sim_port = cluster["old"].port
+        after = load_config_text(
+            f"smtp-listener 127.0.0.1:{port}\n<spool {tmp_path}/spool>\n</spool>\n"
+            "<source 127.0.0.1>\n always-allow-relaying yes\n</source>\n"
+            f"<domain dest.test>\n route [127.0.0.43]:{sim_port}\n</domain>\n"
+            "dns-server 127.0.0.1:5353\n"
+        )
+        restart = daemon.reload(after)
+        await asyncio.to_thread(_send, port, "a@src.test", ["u2@dest.test"], body)
+        await _wait(lambda: len(new.entries) == 1)
+        return (
+            [e.recipients[0] for e in old.entries],
+            [e.recipients[0] for e in new.entries],
+            restart,
+        )
+
+
+def test_reload_applies_new_routes_and_names_what_needs_a_restart(tmp_path: Path) -> None:
+    old, new, restart = asyncio.run(_run_reload(tmp_path))
+    assert old == ["u1@dest.test"]
+    assert new == ["u2@dest.test"]
+    assert restart == ["dns-server"]

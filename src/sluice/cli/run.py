@@ -1,6 +1,7 @@
 """``sluice run -c FILE``: run Sluice in the foreground until SIGTERM or SIGINT.
 
-Logs go to stderr and, when the configuration sets ``log-file``, to that file too. SIGTERM
+Logs go to stderr and, when the configuration sets ``log-file``, to that file too. SIGHUP
+reloads the configuration (a file with errors is refused and the running one stays). SIGTERM
 and SIGINT stop gracefully (open injection sessions get 421, nothing acknowledged is lost).
 Exit status: 0 after a clean stop, 2 for a configuration error, 1 when start-up fails (for
 example a listener address that cannot be bound).
@@ -66,7 +67,20 @@ def setup_logging(config: Config | None, verbose: bool) -> None:
             root.addHandler(handler)
 
 
-async def _main(config: Config, options: DaemonOptions) -> int:
+def _reload(daemon: Daemon, path: str) -> None:
+    """SIGHUP: read the file again; a file with errors changes nothing."""
+    try:
+        config = read_config(path)
+    except ConfigError as exc:
+        log.error("reload refused, the running configuration stays:\n%s", exc)
+        return
+    except OSError as exc:
+        log.error("reload refused: cannot read %s: %s", path, exc.strerror)
+        return
+    daemon.reload(config)
+
+
+async def _main(config: Config, options: DaemonOptions, path: str) -> int:
     clock: Clock = SystemClock()
     if options.time_scale != 1.0:
         clock = ScaledClock(clock, options.time_scale)
@@ -74,6 +88,7 @@ async def _main(config: Config, options: DaemonOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, _reload, daemon, path)
     try:
         await daemon.start()
     except OSError as exc:
@@ -105,4 +120,4 @@ def run(args: argparse.Namespace) -> int:
         deliver=not args.no_deliver,
         time_scale=args.time_scale,
     )
-    return int(uvloop.run(_main(config, options)))
+    return int(uvloop.run(_main(config, options, args.config)))

@@ -78,7 +78,7 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
         "administrator address used as the sender of notices and DSNs", implemented="bounce"),
     DirectiveRow("host-name", "word", _VM, None,
         "name announced in EHLO and greetings when no smtp-source-host names one",
-        implemented="delivery"),
+        implemented="delivery", reload_safe=False),
     DirectiveRow("run-as-root", "bool", _G, "false",
         "keep root privileges instead of dropping them after binding ports",
         reload_safe=False),
@@ -87,10 +87,11 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
         implemented="shaping"),
     DirectiveRow("total-max-smtp-in", "int-or-unlimited", _G, "unlimited",
         "cap on all inbound SMTP connections of the server (default is Sluice's choice)",
-        implemented="intake"),
+        implemented="intake", reload_safe=False),
     DirectiveRow("max-cpu-usage", "percent", _G, None,
         "seed dialect (not PowerMTA): above this CPU load stop new deliveries and defer"
-        " injections; unset means no cap (Sluice's choice)", implemented="shaping"),
+        " injections; unset means no cap (Sluice's choice)", implemented="shaping",
+        reload_safe=False),
     DirectiveRow("edns-udp-length", "int", _G, None,
         "EDNS0 UDP payload size advertised in DNS queries"),
     DirectiveRow("relay-domain", "word", _G, None,
@@ -124,7 +125,7 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
         "send plain-HTTP management clients to the HTTPS address", implemented="mgmt"),
     # ---- logging (reference §9.3) ----
     DirectiveRow("log-file", "path", _G, None,
-        "path of the main log; unset logs to standard error (Sluice's choice)"),
+        "path of the main log; unset logs to standard error (Sluice's choice)", reload_safe=False),
     DirectiveRow("log-rotate", "int", _G, None,
         "number of rotated log files to keep"),
     DirectiveRow("log-file-world-readable", "bool", _G, "false",
@@ -530,7 +531,7 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
     # ---- Sluice extensions (DESIGN.md §3) ----
     DirectiveRow("dns-server", "host-port", _G, None,
         "Sluice extension: nameserver (address and port) to resolve with instead of the"
-        " system's", repeatable=True, implemented="delivery"),
+        " system's", repeatable=True, implemented="delivery", reload_safe=False),
     DirectiveRow("smtp-client-tls-ca-file", "path", "global domain", None,
         "Sluice extension: CA bundle used to verify remote hosts' TLS certificates",
         implemented="tls"),
@@ -539,13 +540,13 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
         implemented="mgmt"),
     DirectiveRow("smtp-command-timeout", "duration", _GSRC, "5m",
         "Sluice extension: longest wait for an injecting client's next command within a"
-        " transaction (default is Sluice's)", implemented="intake"),
+        " transaction (default is Sluice's)", implemented="intake", reload_safe=False),
     DirectiveRow("smtp-idle-timeout", "duration", _GSRC, "5m",
         "Sluice extension: longest an idle injection connection stays open (default is"
-        " Sluice's)", implemented="intake"),
+        " Sluice's)", implemented="intake", reload_safe=False),
     DirectiveRow("max-smtp-in-per-client", "int", _GSRC, "100",
         "Sluice extension: concurrent injection connections from one client address"
-        " (default is Sluice's)", implemented="intake"),
+        " (default is Sluice's)", implemented="intake", reload_safe=False),
     DirectiveRow("spool-group-commit-ms", "int", _G, "0",
         "Sluice extension: extra milliseconds the spool waits to gather writes into one"
         " commit (0: batches form while the previous fsync runs)",

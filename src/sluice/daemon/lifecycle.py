@@ -52,6 +52,12 @@ from sluice.spool.sqlite import SqliteSpool
 
 __all__ = ["Daemon", "DaemonOptions"]
 
+
+def _setting_text(config: Config, name: str) -> str | None:
+    setting = config.global_settings.get(name)
+    return None if setting is None else setting.text
+
+
 log = logging.getLogger("sluice.daemon")
 
 #: Where the spool lives when the configuration has no ``<spool PATH>`` (PowerMTA's is
@@ -214,6 +220,9 @@ class Daemon:
             )
         log.info("sluice ready in %.1fs", time.monotonic() - started)
 
+    def _known_vmtas(self) -> frozenset[str]:
+        return frozenset(n.lower() for n in (*self.config.vmtas, *self.config.pools))
+
     def _cpu_limit(self) -> float | None:
         setting = self.config.global_settings.get("max-cpu-usage")
         value = None if setting is None else setting.value
@@ -257,6 +266,45 @@ class Daemon:
         if self.spool is not None:
             await self.spool.close()
         log.info("sluice stopped")
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply a new configuration without a restart (``pmta reload``; SIGHUP).
+
+        Queues, sources, routes, limits, backoff rules, pools and accounting classification
+        take the new settings at once (open sessions finish under the old ones). Directives
+        that cannot change while running (listeners, spool, resolver, accounting files: the
+        table's ``reload_safe`` flag) keep their old effect; their names are returned so the
+        caller can say a restart is needed.
+        """
+        old = self.config
+        needs_restart = sorted(
+            spec.name
+            for spec in config.table
+            if not spec.reload_safe
+            and _setting_text(old, spec.name) != _setting_text(config, spec.name)
+        )
+        if [(x.listen, x.origin.line) for x in old.listeners] != [
+            (x.listen, x.origin.line) for x in config.listeners
+        ] and "smtp-listener" not in needs_restart:
+            needs_restart.append("smtp-listener")
+        self.config = config
+        self.router = QueueRouter(config)
+        self.classifier = Classifier.from_config(
+            (p.pattern, p.category) for p in config.bounce_category_patterns
+        )
+        self._settings_cache.clear()
+        self._pattern_rules.clear()
+        self.scheduler.reconfigure(self._settings_for)
+        if self.intake is not None:
+            self.intake.update_policies(ConfigSourceMap(config))
+            self.intake.injector.set_known_vmtas(self._known_vmtas())
+        if self.manager is not None:
+            self.manager.reconfigured()
+        log.info(
+            "configuration reloaded%s",
+            f"; restart needed for: {', '.join(needs_restart)}" if needs_restart else "",
+        )
+        return needs_restart
 
     async def run_until_stopped(self) -> None:
         await self._stopping.wait()

@@ -99,6 +99,12 @@ class DeliveryManager:
             pending, self.d.pending_actions = self.d.pending_actions, []
             self.execute(pending)
 
+    def reconfigured(self) -> None:
+        """After a reload: forget per-queue memos so the new settings apply."""
+        self._sources.clear()
+        self._log_failures.clear()
+        self.d.wake()
+
     async def stop(self) -> None:
         self._stopping = True
         self.d.wake()

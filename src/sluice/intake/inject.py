@@ -122,6 +122,10 @@ class Injector:
     def hostname(self) -> str:
         return self._hostname
 
+    def set_known_vmtas(self, known_vmtas: frozenset[str] | None) -> None:
+        """Reload: the VMTA and pool names ``X-Virtual-MTA`` may name from now on."""
+        self._known = known_vmtas
+
     async def inject(
         self,
         txn: Transaction,
