@@ -23,6 +23,7 @@ from sluice.cli.check_config import EXIT_CONFIG, read_config
 from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, ConfigError
 from sluice.daemon.lifecycle import Daemon, DaemonOptions
+from sluice.daemon.mapping import global_value
 from sluice.daemon.system_clock import SystemClock
 
 __all__ = ["HELP", "NAME", "add_arguments", "run", "setup_logging"]
@@ -60,9 +61,9 @@ def setup_logging(config: Config | None, verbose: bool) -> None:
     stderr.setFormatter(fmt)
     root.addHandler(stderr)
     if config is not None:
-        setting = config.global_settings.get("log-file")
-        if setting is not None and isinstance(setting.value, str) and setting.value:
-            handler = logging.FileHandler(setting.value)
+        path = global_value(config, "log-file")
+        if isinstance(path, str) and path:
+            handler = logging.FileHandler(path)
             handler.setFormatter(fmt)
             root.addHandler(handler)
 

@@ -30,6 +30,7 @@ from sluice.daemon.manager import DeliveryManager
 from sluice.daemon.mapping import (
     ConfigSourceMap,
     acct_settings,
+    global_value,
     listener_limits,
     queue_settings,
     source_ips,
@@ -149,8 +150,7 @@ class Daemon:
         return queue
 
     def _total_max_smtp_out(self) -> int:
-        setting = self.config.global_settings.get("total-max-smtp-out")
-        value = None if setting is None else setting.value
+        value = global_value(self.config, "total-max-smtp-out")
         return int(value) if isinstance(value, int) else 0
 
     @property
@@ -161,9 +161,9 @@ class Daemon:
     def hostname(self) -> str:
         if self.options.hostname:
             return self.options.hostname
-        setting = self.config.global_settings.get("host-name")
-        if setting is not None and isinstance(setting.value, str) and setting.value:
-            return setting.value
+        value = global_value(self.config, "host-name")
+        if isinstance(value, str) and value:
+            return value
         return socket.getfqdn() or "localhost"
 
     def spool_dir(self) -> str:
@@ -178,9 +178,9 @@ class Daemon:
     async def start(self) -> None:
         """Open and recover the spool, then start accounting, delivery and the listeners."""
         started = time.monotonic()
-        linger = self.config.global_settings.get("spool-group-commit-ms")
-        linger_ms = linger.value if linger is not None and isinstance(linger.value, int) else 0
-        self.spool = await SqliteSpool.open(self.spool_dir(), linger=linger_ms / 1000.0)
+        linger_ms = global_value(self.config, "spool-group-commit-ms", 0)
+        linger = linger_ms / 1000.0 if isinstance(linger_ms, int) else 0.0
+        self.spool = await SqliteSpool.open(self.spool_dir(), linger=linger)
         recovered = self._recover()
         log.info(
             "spool %s recovered: %d messages, %d queued recipients in %.1fs",
@@ -224,8 +224,7 @@ class Daemon:
         return frozenset(n.lower() for n in (*self.config.vmtas, *self.config.pools))
 
     def _cpu_limit(self) -> float | None:
-        setting = self.config.global_settings.get("max-cpu-usage")
-        value = None if setting is None else setting.value
+        value = global_value(self.config, "max-cpu-usage")
         return float(value) if isinstance(value, int) and value > 0 else None
 
     async def _cpu_watch(self, gate: CpuGate) -> None:
@@ -319,53 +318,61 @@ class Daemon:
         now = self.clock.wall()
         messages = rcpts = 0
         for spooled in self.spool.recover():
-            pending: list[tuple[int, int, float | None]] = []
-            for index, progress in enumerate(spooled.rcpts):
-                if progress.state is RcptState.QUEUED:
-                    pending.append((index, progress.attempts, progress.next_attempt))
+            pending = {
+                index: (progress.attempts, progress.next_attempt)
+                for index, progress in enumerate(spooled.rcpts)
+                if progress.state is RcptState.QUEUED
+            }
             if not pending:
                 continue
             messages += 1
             rcpts += len(pending)
-            envelope = spooled.envelope
-            self.envelopes[spooled.msg_id] = envelope
-            self.remaining[spooled.msg_id] = len(pending)
-            vmta = self.router.vmta_for(self._requested_vmta(envelope))
-            by_queue = self.router.queues_of(envelope, vmta)
-            wanted = {i for i, _, _ in pending}
-            detail = {i: (a, n) for i, a, n in pending}
-            for queue, indexes in by_queue.items():
-                for index in indexes:
-                    if index not in wanted:
-                        continue
-                    attempts, next_attempt = detail[index]
-                    self._apply(
-                        self.scheduler.add(
-                            self.queue_for_add(queue),
-                            spooled.msg_id,
-                            [index],
-                            envelope.arrival,
-                            now,
-                            attempts=attempts,
-                            next_attempt=next_attempt,
-                        )
-                    )
+            self._enqueue(spooled.msg_id, spooled.envelope, now, pending=pending)
         return messages, rcpts
 
     def _accepted(self, msg_id: MessageId, envelope: Envelope, size: int = 0) -> None:
         """The hand-off: the message is durable (and acknowledged, for injected mail);
         queue it. ``size`` in octets feeds ``max-data-volume-rate``."""
-        self.envelopes[msg_id] = envelope
-        self.remaining[msg_id] = len(envelope.recipients)
-        now = self.clock.wall()
-        vmta = self.router.vmta_for(self._requested_vmta(envelope))
-        for queue, indexes in self.router.queues_of(envelope, vmta, now).items():
-            self._apply(
-                self.scheduler.add(
-                    self.queue_for_add(queue), msg_id, indexes, envelope.arrival, now, size=size
-                )
-            )
+        self._enqueue(msg_id, envelope, self.clock.wall(), size=size)
         self._wakeup.set()
+
+    def _enqueue(
+        self,
+        msg_id: MessageId,
+        envelope: Envelope,
+        now: float,
+        *,
+        size: int = 0,
+        pending: dict[int, tuple[int, float | None]] | None = None,
+    ) -> None:
+        """Register a durable message and queue its recipients. New mail (``pending`` None)
+        passes the cold-VMTA rule; recovered mail queues only its ``pending`` recipients,
+        each with its stored attempts and next retry, one scheduler entry per group."""
+        self.envelopes[msg_id] = envelope
+        self.remaining[msg_id] = len(envelope.recipients if pending is None else pending)
+        vmta = self.router.vmta_for(self._requested_vmta(envelope))
+        by_queue = self.router.queues_of(envelope, vmta, now if pending is None else None)
+        for queue, indexes in by_queue.items():
+            groups: dict[tuple[int, float | None], list[int]] = {}
+            for index in indexes:
+                if pending is None:
+                    groups.setdefault((0, None), []).append(index)
+                elif index in pending:
+                    groups.setdefault(pending[index], []).append(index)
+            name = self.queue_for_add(queue)
+            for (attempts, next_attempt), group in groups.items():
+                self._apply(
+                    self.scheduler.add(
+                        name,
+                        msg_id,
+                        group,
+                        envelope.arrival,
+                        now,
+                        attempts=attempts,
+                        next_attempt=next_attempt,
+                        size=size,
+                    )
+                )
 
     def _requested_vmta(self, envelope: Envelope) -> str | None:
         """The VMTA or pool a message asks for. A ``<pattern-list>`` attached to its source
@@ -402,9 +409,9 @@ class Daemon:
 
     @property
     def postmaster(self) -> str:
-        setting = self.config.global_settings.get("postmaster")
-        if setting is not None and isinstance(setting.value, str) and setting.value:
-            return setting.value
+        value = global_value(self.config, "postmaster")
+        if isinstance(value, str) and value:
+            return value
         return f"postmaster@{self.hostname}"
 
     def _received(self, msg_id: MessageId, envelope: Envelope, size: int) -> None:

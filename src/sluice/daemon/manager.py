@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.acct.records import RecordType
 from sluice.config import DEFAULT_VMTA, parse_queue_name
-from sluice.daemon.mapping import delivery_settings, dns_servers, route_settings
+from sluice.daemon.mapping import delivery_settings, dns_servers, local_names, route_settings
 from sluice.daemon.notices import Notices
 from sluice.delivery import ConnectFailure, Session, Transfer, open_session
 from sluice.delivery.values import SessionInfo
@@ -83,6 +83,8 @@ class DeliveryManager:
         #: Connections whose current Deliver was already reported to the scheduler.
         self._reported_ids: set[int] = set()
         self._sources: dict[str, SourceChooser | None] = {}
+        #: Our own host names: an MX pointing at one of them is a mail loop (5.4.6).
+        self._local_names = local_names(daemon.config)
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         nameservers, port = dns_servers(daemon.config)
@@ -101,6 +103,7 @@ class DeliveryManager:
 
     def reconfigured(self) -> None:
         """After a reload: forget per-queue memos so the new settings apply."""
+        self._local_names = local_names(self.d.config)
         self._sources.clear()
         self._log_failures.clear()
         self.d.wake()
@@ -385,7 +388,7 @@ class DeliveryManager:
         settings = delivery_settings(
             policy,
             hostname=self.d.hostname,
-            route=route_settings(policy, endpoints=self.d.bound),
+            route=route_settings(policy, names=self._local_names, endpoints=self.d.bound),
         )
         source = self._source_for(vmta, action.source)
         if source is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "acct_settings",
     "delivery_settings",
     "dns_servers",
+    "global_value",
     "listener_limits",
     "local_names",
     "queue_settings",
@@ -62,11 +63,20 @@ IPAddress = IPv4Address | IPv6Address
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
-def _get(policy: ConfigSourcePolicy | QueuePolicy, name: str, default: object) -> object:
-    setting = policy.settings.get(name)
+def _value(settings: Settings, name: str, default: object) -> object:
+    setting = settings.get(name)
     if setting is None or setting.value is None:
         return default
     return setting.value
+
+
+def global_value(config: Config, name: str, default: object = None) -> object:
+    """A global directive's typed value, or ``default`` when unset (or ``never``)."""
+    return _value(config.global_settings, name, default)
+
+
+def _get(policy: ConfigSourcePolicy | QueuePolicy, name: str, default: object) -> object:
+    return _value(policy.settings, name, default)
 
 
 def _bool(policy: ConfigSourcePolicy | QueuePolicy, name: str, default: bool) -> bool:
@@ -165,16 +175,10 @@ def source_policy(resolved: ConfigSourcePolicy, relay_domains: frozenset[str]) -
 
 def listener_limits(config: Config) -> ListenerLimits:
     """Global intake caps and timeouts (``total-max-smtp-in``, Sluice's timeouts)."""
-    g = config.global_settings
-
-    def value(name: str, default: object) -> object:
-        setting = g.get(name)
-        return default if setting is None or setting.value is None else setting.value
-
-    total = value("total-max-smtp-in", 1000)
-    per_client = value("max-smtp-in-per-client", 100)
-    command = value("smtp-command-timeout", 300)
-    idle = value("smtp-idle-timeout", 300)
+    total = global_value(config, "total-max-smtp-in", 1000)
+    per_client = global_value(config, "max-smtp-in-per-client", 100)
+    command = global_value(config, "smtp-command-timeout", 300)
+    idle = global_value(config, "smtp-idle-timeout", 300)
     return ListenerLimits(
         command_timeout=float(command) if isinstance(command, int) else 300.0,
         idle_timeout=float(idle) if isinstance(idle, int) else 300.0,
@@ -312,18 +316,12 @@ def source_ips(config: Config, vmta: str, group: str) -> tuple[SourceIp, ...]:
     return tuple(out)
 
 
-def max_msg_rate(policy: QueuePolicy) -> Rate | None:
-    """``max-msg-rate`` (with the seed's ``max-msg-per-hour`` already mapped), or None."""
-    value = _get(policy, "max-msg-rate", None)
-    return value if isinstance(value, Rate) else None
-
-
 def local_names(config: Config) -> frozenset[str]:
     """Our own host names: ``host-name`` and every ``smtp-source-host`` name (loop detection)."""
     names: set[str] = set()
-    host = config.global_settings.get("host-name")
-    if host is not None and isinstance(host.value, str):
-        names.add(host.value.lower().rstrip("."))
+    host = global_value(config, "host-name")
+    if isinstance(host, str):
+        names.add(host.lower().rstrip("."))
     for vmta in config.vmtas.values():
         for source in vmta.source_hosts:
             names.add(source.hostname.lower().rstrip("."))
@@ -377,10 +375,6 @@ def acct_settings(config: Config) -> list[AcctFileSettings]:
     for block in config.acct_files:
         s = block.settings
 
-        def value(name: str, settings: Settings = s) -> object:
-            setting = settings.get(name)
-            return None if setting is None else setting.value
-
         records = s.get("records")
         fields: dict[str | RecordType, str | Sequence[str]] = {}
         rf = s.get("record-fields")
@@ -394,10 +388,10 @@ def acct_settings(config: Config) -> list[AcctFileSettings]:
             fields or None,
         )
         target = block.path if block.path is not None else f"|{block.command}"
-        move = value("move-interval")
-        size = value("max-size")
-        delete = value("delete-after")
-        move_to = value("move-to")
+        move = _value(s, "move-interval", None)
+        size = _value(s, "max-size", None)
+        delete = _value(s, "delete-after", None)
+        move_to = _value(s, "move-to", None)
         out.append(
             AcctFileSettings(
                 target=target,
@@ -406,7 +400,7 @@ def acct_settings(config: Config) -> list[AcctFileSettings]:
                 max_size=int(size) if isinstance(size, int) and size else None,
                 delete_after=float(delete) if isinstance(delete, int) and delete else None,
                 move_to=str(move_to) if move_to else None,
-                world_readable=bool(value("world-readable")),
+                world_readable=bool(_value(s, "world-readable", None)),
             )
         )
     return out
