@@ -54,13 +54,17 @@ class ScaledClock:
     ``monotonic`` stays real, so network timeouts and intake deadlines keep their meaning.
     """
 
-    def __init__(self, inner: Clock, scale: float) -> None:
+    def __init__(
+        self, inner: Clock, scale: float, *, origin: tuple[float, float] | None = None
+    ) -> None:
         if not scale > 0:
             raise ValueError("a time scale must be positive")
         self.inner = inner
         self.scale = scale
-        self._wall0 = inner.wall()
-        self._mono0 = inner.monotonic()
+        #: (wall, monotonic) where scaled time starts: processes that share an origin (and
+        #: the system's monotonic clock) share scaled time.
+        self.origin = origin if origin is not None else (inner.wall(), inner.monotonic())
+        self._wall0, self._mono0 = self.origin
 
     def monotonic(self) -> float:
         return self.inner.monotonic()

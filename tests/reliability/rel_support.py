@@ -11,8 +11,9 @@ Public names:
     SpoolContents, read_spool(spool_dir) -> SpoolContents   every recovered message with its
                                body, and the quarantine row count
     spool_deliveries(contents) -> list[Delivery]    one Delivery per stored recipient (ledger)
-    proc_status(pid) -> dict[str, int]     VmRSS/VmHWM/... in kB from /proc/PID/status
-    fd_count(pid) -> int                   open descriptors of PID
+    proc_status(pid) -> dict[str, int]     VmRSS/VmHWM/... in kB, PID and its children summed
+    fd_count(pid) -> int                   open descriptors of PID and its children
+    tree_pids(pid) -> list[int]            PID and its descendants
     log_problems(text) -> list[str]        log lines that show corruption, quarantine or a crash
     reply_of(sock_file) -> tuple[int, str] one (possibly multi-line) SMTP reply from a file
     SPOOL_FILES                            the files a SqliteSpool directory may hold
@@ -162,18 +163,42 @@ def spool_deliveries(contents: SpoolContents) -> list[Delivery]:
     return out
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (the queue manager and its intake workers)."""
+    out = [pid]
+    for current in out:
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        out.extend(int(c) for c in children)
+    return out
+
+
 def proc_status(pid: int) -> dict[str, int]:
-    """The ``Vm*`` lines of /proc/PID/status, in kB."""
+    """The ``Vm*`` lines of /proc/PID/status, in kB, summed over PID and its children."""
     out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.startswith("Vm") and value.strip().endswith("kB"):
-            out[key] = int(value.split()[0])
+    for member in tree_pids(pid):
+        try:
+            text = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.startswith("Vm") and value.strip().endswith("kB"):
+                out[key] = out.get(key, 0) + int(value.split()[0])
     return out
 
 
 def fd_count(pid: int) -> int:
-    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+    """Open descriptors of PID and its children."""
+    total = 0
+    for member in tree_pids(pid):
+        try:
+            total += sum(1 for _ in Path(f"/proc/{member}/fd").iterdir())
+        except OSError:
+            continue
+    return total
 
 
 def log_problems(text: str) -> list[str]:

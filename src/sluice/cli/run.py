@@ -6,7 +6,10 @@ and SIGINT stop gracefully (open injection sessions get 421, nothing acknowledge
 Exit status: 0 after a clean stop, 2 for a configuration error, 1 when start-up fails (for
 example a listener address that cannot be bound).
 
-Public names: NAME, HELP, add_arguments, run, setup_logging.
+SMTP sessions run in ``intake-processes`` worker processes (see
+:mod:`sluice.daemon.workers`); this process is the queue manager.
+
+Public names: NAME, HELP, add_arguments, intake_processes, run, setup_logging.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -26,7 +30,7 @@ from sluice.daemon.lifecycle import Daemon, DaemonOptions
 from sluice.daemon.mapping import global_value
 from sluice.daemon.system_clock import SystemClock
 
-__all__ = ["HELP", "NAME", "add_arguments", "run", "setup_logging"]
+__all__ = ["HELP", "NAME", "add_arguments", "intake_processes", "run", "setup_logging"]
 
 NAME = "run"
 HELP = "run the MTA in the foreground on a configuration file"
@@ -49,7 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run Sluice's clock F times faster (retries, expiry, rates, backoff periods); "
         "for demos and behaviour tests, never for real mail",
     )
+    parser.add_argument(
+        "--intake-processes",
+        type=int,
+        metavar="N",
+        help="SMTP intake worker processes (overrides intake-processes; 0: intake in the "
+        "queue manager's process)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def intake_processes(config: Config, override: int | None) -> int:
+    """``--intake-processes``, else ``intake-processes``, else 1 with two or more CPUs."""
+    if override is not None:
+        return max(0, override)
+    value = global_value(config, "intake-processes")
+    if isinstance(value, int):
+        return max(0, value)
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
 
 
 def setup_logging(config: Config | None, verbose: bool) -> None:
@@ -120,5 +141,8 @@ def run(args: argparse.Namespace) -> int:
         hostname=args.hostname,
         deliver=not args.no_deliver,
         time_scale=args.time_scale,
+        intake_processes=intake_processes(config, args.intake_processes),
+        config_path=os.path.abspath(args.config),
+        verbose=args.verbose,
     )
     return int(uvloop.run(_main(config, options, args.config)))

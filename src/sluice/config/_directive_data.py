@@ -551,6 +551,10 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
         "Sluice extension: extra milliseconds the spool waits to gather writes into one"
         " commit (0: batches form while the previous fsync runs)",
         reload_safe=False, implemented="spool"),
+    DirectiveRow("intake-processes", "int", _G, None,
+        "Sluice extension: SMTP intake worker processes beside the queue manager (0: intake"
+        " runs in the manager's process; default 1 when the machine has two or more CPUs)",
+        reload_safe=False, implemented="intake"),
     DirectiveRow("bare-lf-policy", "enum:reject|normalize", _SRC, "reject",
         "Sluice extension: refuse message data with bare LF, or rewrite it to CRLF",
         implemented="intake"),

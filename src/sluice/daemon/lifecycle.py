@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from sluice.acct.records import AcctRecord, RecordType
 from sluice.acct.writer import AcctLog
 from sluice.bounce import Classifier
-from sluice.clock import Clock
+from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, parse_queue_name
+from sluice.config.model import Listener
 from sluice.daemon.cpu import CPU_SAMPLE_INTERVAL, cpu_busy, read_cpu_times
 from sluice.daemon.manager import DeliveryManager
 from sluice.daemon.mapping import (
@@ -37,6 +38,7 @@ from sluice.daemon.mapping import (
 )
 from sluice.daemon.routing_map import QueueRouter
 from sluice.daemon.warmup_map import warmup_assignments, warmup_plans
+from sluice.daemon.workers import STOP_MARGIN, IntakeWorkers, WorkerOptions, bind_listener
 from sluice.intake.inject import Injector
 from sluice.intake.listener import Hooks, IntakeServer
 from sluice.message import Envelope, MessageId, RcptState
@@ -80,6 +82,13 @@ class DaemonOptions:
     #: demos and behaviour tests over hours): the clock given to the daemon must be a
     #: :class:`~sluice.clock.ScaledClock` with the same scale.
     time_scale: float = 1.0
+    #: Intake worker processes (``intake-processes``); 0: intake in this process. Set by
+    #: ``sluice run``; a daemon built in-process (tests, demo) keeps intake with it.
+    intake_processes: int = 0
+    #: The configuration file, which intake workers read themselves (needed when
+    #: ``intake_processes`` > 0).
+    config_path: str | None = None
+    verbose: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,6 +110,10 @@ class Daemon:
         )
         self.spool: SqliteSpool | None = None
         self.intake: IntakeServer | None = None
+        #: Intake in worker processes (``intake-processes`` > 0) instead of :attr:`intake`.
+        self.workers: IntakeWorkers | None = None
+        #: Stores through this process's spool (in-process intake, HTTP injection).
+        self.injector: Injector | None = None
         self.acct: AcctLog | None = None
         #: Envelopes of messages still in the system (needed to deliver and to account).
         self.envelopes: dict[MessageId, Envelope] = {}
@@ -196,29 +209,73 @@ class Daemon:
             manager = DeliveryManager(self)
             self.manager = manager
             manager.start()
-        injector = Injector(
+        self.injector = Injector(
             spool=self.spool,
             clock=self.clock,
             hostname=self.hostname,
-            known_vmtas=frozenset(n.lower() for n in (*self.config.vmtas, *self.config.pools)),
+            known_vmtas=self._known_vmtas(),
             boot_token=f"{int(self.clock.wall())}",
         )
-        self.intake = IntakeServer(
-            injector=injector,
-            policies=ConfigSourceMap(self.config),
-            clock=self.clock,
-            limits=listener_limits(self.config),
-            hooks=Hooks(on_received=self._received),
-        )
-        for listener in self.config.listeners:
-            host = "0.0.0.0" if listener.listen.address is None else str(listener.listen.address)
-            self.bound.append(await self.intake.listen(host, listener.listen.port))
+        if self.options.intake_processes > 0 and self.config.listeners:
+            await self._start_workers(self.spool)
+        else:
+            self.intake = IntakeServer(
+                injector=self.injector,
+                policies=ConfigSourceMap(self.config),
+                clock=self.clock,
+                limits=listener_limits(self.config),
+                hooks=Hooks(on_received=self._received),
+            )
+            for listener in self.config.listeners:
+                self.bound.append(await self.intake.listen(*self._listen_address(listener)))
         limit = self._cpu_limit()
         if limit is not None:
             self._cpu_task = asyncio.get_running_loop().create_task(
                 self._cpu_watch(CpuGate(limit)), name="cpu-watch"
             )
         log.info("sluice ready in %.1fs", time.monotonic() - started)
+
+    @staticmethod
+    def _listen_address(listener: Listener) -> tuple[str, int]:
+        host = "0.0.0.0" if listener.listen.address is None else str(listener.listen.address)
+        return host, listener.listen.port
+
+    async def _start_workers(self, spool: SqliteSpool) -> None:
+        """Bind every listener here, then start the intake worker processes on them."""
+        limits = listener_limits(self.config)
+        sockets = []
+        try:
+            for listener in self.config.listeners:
+                sock = bind_listener(*self._listen_address(listener), limits.backlog)
+                sockets.append(sock)
+                name = sock.getsockname()
+                self.bound.append((str(name[0]), int(name[1])))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        if self.options.config_path is None:
+            raise OSError("intake worker processes need the configuration file's path")
+        self.workers = IntakeWorkers(
+            WorkerOptions(
+                count=self.options.intake_processes,
+                config_path=self.options.config_path,
+                hostname=self.options.hostname,
+                time_scale=self.options.time_scale,
+                clock_origin=self.clock.origin if isinstance(self.clock, ScaledClock) else None,
+                verbose=self.options.verbose,
+                stop_timeout=limits.shutdown_grace + STOP_MARGIN,
+            ),
+            sockets,
+            spool,
+            self._received,
+        )
+        await self.workers.start()
+        log.info(
+            "%d intake worker process(es) on %s",
+            self.options.intake_processes,
+            ", ".join(f"{h}:{p}" for h, p in self.bound),
+        )
 
     def _known_vmtas(self) -> frozenset[str]:
         return frozenset(n.lower() for n in (*self.config.vmtas, *self.config.pools))
@@ -242,6 +299,8 @@ class Daemon:
             self.scheduler.hold_connections(changed)
             if self.intake is not None:
                 self.intake.busy = REFUSAL_REPLY if changed else None
+            if self.workers is not None:
+                self.workers.set_busy(changed)
             if changed:
                 log.warning(
                     "CPU above max-cpu-usage %.0f%%: holding new deliveries and refusing "
@@ -258,6 +317,8 @@ class Daemon:
             self._cpu_task.cancel()
         if self.intake is not None:
             await self.intake.shutdown()
+        if self.workers is not None:
+            await self.workers.shutdown()
         if self.manager is not None:
             await self.manager.stop()
         if self.acct is not None:
@@ -297,6 +358,10 @@ class Daemon:
         if self.intake is not None:
             self.intake.update_policies(ConfigSourceMap(config))
             self.intake.injector.set_known_vmtas(self._known_vmtas())
+        if self.injector is not None:
+            self.injector.set_known_vmtas(self._known_vmtas())
+        if self.workers is not None:
+            self.workers.reload()
         if self.manager is not None:
             self.manager.reconfigured()
         log.info(

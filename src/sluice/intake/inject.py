@@ -10,6 +10,7 @@ Public names:
 
 - :class:`Transaction`: what a session collected between MAIL and the final dot.
 - :class:`Injector`: ``await inject(txn, policy, helo=..., client_ip=...) -> InjectResult``.
+- :class:`Store`: the one spool method the injector uses (``await store(envelope, body)``).
 - :class:`InjectResult`: the reply to send, and the id and envelope when stored.
 - ``OnAccepted`` / ``OnReceived``: the hand-off and accounting hook types.
 - :func:`queues_of`: recipient indices of an envelope grouped by queue name (``domain/vmta``)
@@ -26,13 +27,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
+from typing import Protocol
 
 from sluice.clock import Clock
 from sluice.errors import ReplyHint, SpoolError, SpoolFullError
 from sluice.intake.headers import edit_headers, received_field
 from sluice.intake.policy import SourcePolicy, check_size, check_vmta, rcpt_domain
 from sluice.message import Envelope, MessageId, Recipient
-from sluice.spool.base import Spool
 
 __all__ = [
     "STORE_FAILED",
@@ -42,12 +43,21 @@ __all__ = [
     "OnAccepted",
     "OnReceived",
     "QueueIndex",
+    "Store",
     "Transaction",
     "default_queue_for",
     "queues_of",
 ]
 
 log = logging.getLogger("sluice.intake")
+
+
+class Store(Protocol):
+    """What the injector needs of a spool: a durable store (a :class:`~sluice.spool.Spool`,
+    or an intake worker's link to the queue manager)."""
+
+    async def store(self, envelope: Envelope, body: bytes) -> MessageId: ...
+
 
 #: The hand-off: called once per stored message, after its 250 was written.
 OnAccepted = Callable[[MessageId, Envelope], None]
@@ -102,7 +112,7 @@ class Injector:
     def __init__(
         self,
         *,
-        spool: Spool,
+        spool: Store,
         clock: Clock,
         hostname: str,
         known_vmtas: frozenset[str] | None = None,

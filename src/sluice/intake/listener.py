@@ -7,7 +7,8 @@ past their per-command or idle deadline; no timer per connection) and the store 
 Public names:
 
 - :class:`ListenerLimits`: timeouts and connection caps.
-- :class:`IntakeServer`: ``await listen(host, port)`` per listener; ``await shutdown()``.
+- :class:`IntakeServer`: ``await listen(host, port)`` (or ``listen_socket(sock)`` for an
+  inherited socket) per listener; ``await shutdown()``.
 - :class:`Hooks`: the optional callbacks (hand-off, accounting).
 
 Raises: ``OSError`` from :meth:`IntakeServer.listen` when the address cannot be bound
@@ -168,8 +169,21 @@ class IntakeServer:
             backlog=self.limits.backlog,
             reuse_address=True,
         )
+        return self._started(server)
+
+    async def listen_socket(self, sock: socket.socket) -> tuple[str, int]:
+        """Serve an already bound and listening socket (an intake worker's inherited
+        listener); returns its (host, port)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SmtpSession(self), sock=sock, backlog=self.limits.backlog
+        )
+        return self._started(server)
+
+    def _started(self, server: asyncio.Server) -> tuple[str, int]:
         self._servers.append(server)
         if self._sweeper is None:
+            loop = asyncio.get_running_loop()
             self._sweeper = loop.create_task(self._sweep(), name="intake-sweeper")
         sockname = server.sockets[0].getsockname()
         log.info("listening for SMTP on %s:%d", sockname[0], sockname[1])

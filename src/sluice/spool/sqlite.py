@@ -380,12 +380,18 @@ class SqliteSpool:
         return self._wq.stats
 
     async def store(self, envelope: Envelope, body: bytes) -> MessageId:
+        result: MessageId = await self.store_nowait(envelope, body)
+        return result
+
+    def store_nowait(self, envelope: Envelope, body: bytes) -> asyncio.Future[MessageId]:
+        """:meth:`store` without a coroutine: the future resolves once the message is
+        durable (for callers that batch many stores, e.g. intake workers' hand-offs)."""
         if self._closed:
             raise SpoolUnavailableError("the spool is closed")
         msg_id = self._next_id
         self._next_id = msg_id + 1
-        result: MessageId = await self._wq.submit(_Store(msg_id, envelope, bytes(body)))
-        return result
+        future: asyncio.Future[MessageId] = self._wq.submit(_Store(msg_id, envelope, bytes(body)))
+        return future
 
     async def mark(self, updates: Sequence[RcptUpdate]) -> None:
         if self._closed:

@@ -1,0 +1,107 @@
+"""The manager ↔ worker link (sluice.daemon.ipc) over a real AF_UNIX socket pair."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvloop
+
+from sluice.daemon.ipc import HEADER, MAX_FRAME, FrameProtocol, Kind
+
+Frame = tuple[Kind, int, bytes]
+
+
+class _End:
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.lost: list[Exception | None] = []
+        self.got = asyncio.Event()
+
+    def on_frame(self, kind: Kind, req: int, payload: bytes) -> None:
+        self.frames.append((kind, req, payload))
+        self.got.set()
+
+    def on_lost(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
+        self.got.set()
+
+
+async def _link(sock: socket.socket, end: _End) -> FrameProtocol:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_unix_connection(
+        lambda: FrameProtocol(end.on_frame, end.on_lost), sock=sock
+    )
+    return proto
+
+
+async def _until(end: _End, count: int) -> None:
+    while len(end.frames) + len(end.lost) < count:
+        end.got.clear()
+        await asyncio.wait_for(end.got.wait(), 5)
+
+
+def test_frames_cross_in_order_both_ways() -> None:
+    async def main() -> None:
+        a_sock, b_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        a_end, b_end = _End(), _End()
+        a = await _link(a_sock, a_end)
+        b = await _link(b_sock, b_end)
+        big = bytes(range(256)) * 4096  # 1 MiB: arrives in many reads
+        a.send(Kind.STORE, 1, b"first")
+        a.send(Kind.STORE, 2, big)
+        a.send(Kind.BUSY, 0)
+        b.send(Kind.STORED, 1, b"42")
+        await _until(b_end, 3)
+        await _until(a_end, 1)
+        assert b_end.frames == [
+            (Kind.STORE, 1, b"first"),
+            (Kind.STORE, 2, big),
+            (Kind.BUSY, 0, b""),
+        ]
+        assert a_end.frames == [(Kind.STORED, 1, b"42")]
+        a.close()
+        await _until(b_end, 4)
+        assert b_end.lost == [None]
+
+    uvloop.run(main())
+
+
+def test_a_frame_split_byte_by_byte_is_reassembled() -> None:
+    async def main() -> None:
+        raw, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        end = _End()
+        await _link(theirs, end)
+        wire = HEADER.pack(5, Kind.READY, 7) + b"hello" + HEADER.pack(0, Kind.RELOAD, 1)
+        raw.setblocking(False)
+        for i in range(len(wire)):
+            raw.send(wire[i : i + 1])
+            await asyncio.sleep(0)
+        await _until(end, 2)
+        assert end.frames == [(Kind.READY, 7, b"hello"), (Kind.RELOAD, 1, b"")]
+        raw.close()
+
+    uvloop.run(main())
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [HEADER.pack(MAX_FRAME + 1, Kind.STORE, 1), HEADER.pack(0, 99, 1)],
+    ids=["oversized", "unknown-kind"],
+)
+def test_a_malformed_stream_breaks_the_link(wire: bytes) -> None:
+    async def main() -> None:
+        raw, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        end = _End()
+        proto = await _link(theirs, end)
+        raw.send(wire + HEADER.pack(0, Kind.BUSY, 0))
+        await _until(end, 1)
+        assert end.frames == []
+        assert len(end.lost) == 1
+        assert isinstance(end.lost[0], ValueError)
+        assert proto.closed
+        proto.send(Kind.STORED, 1, b"1")  # sending on a broken link is a no-op
+        raw.close()
+
+    uvloop.run(main())
