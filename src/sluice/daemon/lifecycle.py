@@ -24,7 +24,7 @@ from sluice.acct.records import AcctRecord, RecordType
 from sluice.acct.writer import AcctLog
 from sluice.bounce import Classifier
 from sluice.clock import Clock, ScaledClock
-from sluice.config import Config, parse_queue_name
+from sluice.config import Config, ConfigError, parse_queue_name
 from sluice.config.model import Listener
 from sluice.daemon.cpu import CPU_SAMPLE_INTERVAL, cpu_busy, read_cpu_times
 from sluice.daemon.manager import DeliveryManager
@@ -36,12 +36,14 @@ from sluice.daemon.mapping import (
     queue_settings,
     source_ips,
 )
+from sluice.daemon.mgmt_map import mgmt_settings
 from sluice.daemon.routing_map import QueueRouter
 from sluice.daemon.warmup_map import warmup_assignments, warmup_plans
 from sluice.daemon.workers import STOP_MARGIN, IntakeWorkers, WorkerOptions, bind_listener
 from sluice.intake.inject import Injector
 from sluice.intake.listener import Hooks, IntakeServer
 from sluice.message import Envelope, MessageId, RcptState
+from sluice.mgmt import MgmtServer
 from sluice.sched import (
     Action,
     CpuGate,
@@ -114,6 +116,8 @@ class Daemon:
         self.workers: IntakeWorkers | None = None
         #: Stores through this process's spool (in-process intake, HTTP injection).
         self.injector: Injector | None = None
+        #: The management HTTP server (``http-mgmt-port``), None when not configured.
+        self.mgmt: MgmtServer | None = None
         self.acct: AcctLog | None = None
         #: Envelopes of messages still in the system (needed to deliver and to account).
         self.envelopes: dict[MessageId, Envelope] = {}
@@ -216,6 +220,20 @@ class Daemon:
             known_vmtas=self._known_vmtas(),
             boot_token=f"{int(self.clock.wall())}",
         )
+        mgmt_conf = mgmt_settings(self.config, hostname=self.hostname)
+        if mgmt_conf is not None:
+            self.mgmt = MgmtServer(
+                mgmt_conf,
+                injector=self.injector,
+                policies=ConfigSourceMap(self.config),
+                on_received=self._received,
+                clock=self.clock,
+            )
+            try:
+                bound = await self.mgmt.start()
+            except ConfigError as exc:
+                raise OSError(f"management interface: {exc}") from exc
+            log.info("management HTTP on %s", ", ".join(f"{h}:{p}" for h, p in bound))
         if self.options.intake_processes > 0 and self.config.listeners:
             await self._start_workers(self.spool)
         else:
@@ -301,6 +319,8 @@ class Daemon:
                 self.intake.busy = REFUSAL_REPLY if changed else None
             if self.workers is not None:
                 self.workers.set_busy(changed)
+            if self.mgmt is not None:
+                self.mgmt.busy = REFUSAL_REPLY if changed else None
             if changed:
                 log.warning(
                     "CPU above max-cpu-usage %.0f%%: holding new deliveries and refusing "
@@ -315,6 +335,8 @@ class Daemon:
         """Graceful stop: 421 to open sessions, finish stores, stop delivery, close spool."""
         if self._cpu_task is not None:
             self._cpu_task.cancel()
+        if self.mgmt is not None:
+            await self.mgmt.stop()
         if self.intake is not None:
             await self.intake.shutdown()
         if self.workers is not None:
@@ -362,6 +384,12 @@ class Daemon:
             self.injector.set_known_vmtas(self._known_vmtas())
         if self.workers is not None:
             self.workers.reload()
+        new_mgmt = mgmt_settings(config, hostname=self.hostname)
+        if self.mgmt is not None and new_mgmt is not None:  # the port itself needs a restart
+            try:
+                self.mgmt.update(new_mgmt, ConfigSourceMap(config))
+            except ConfigError as exc:
+                log.error("management interface keeps its settings: %s", exc)
         if self.manager is not None:
             self.manager.reconfigured()
         log.info(

@@ -145,8 +145,10 @@ class Injector:
         helo: str,
         client_ip: str,
         protocol: str,
+        source_type: str = "smtp",
     ) -> InjectResult:
-        """Apply ``policy`` to ``content`` (the DATA, CRLF, unstuffed) and store it."""
+        """Apply ``policy`` to ``content`` (the DATA, CRLF, unstuffed) and store it.
+        ``source_type`` is the accounting ``srcType`` (``smtp``, or ``api`` for HTTP)."""
         hint = check_size(policy, len(content))
         if hint is not None:
             return InjectResult(reply=hint)
@@ -189,6 +191,7 @@ class Injector:
             smtputf8=txn.smtputf8,
             body_8bit=txn.body_8bit,
             tags=_LONG_LINES_TAGS if txn.long_lines else (),
+            source_type=source_type,
         )
         data = edit.header + edit.body  # the one copy: the spool takes a single bytes object
         try:
