@@ -105,3 +105,30 @@ def test_a_malformed_stream_breaks_the_link(wire: bytes) -> None:
         raw.close()
 
     uvloop.run(main())
+
+
+def test_a_store_payload_round_trips_every_envelope_field() -> None:
+    from sluice.daemon.ipc import decode_store, encode_store
+    from sluice.message import Envelope, Notify, Recipient
+
+    envelope = Envelope(
+        sender="bounce@x.test",
+        recipients=(
+            Recipient(address="a@y.test", notify=Notify.SUCCESS | Notify.DELAY, orcpt="rfc822;a@y"),
+            Recipient(address="b@y.test"),
+        ),
+        vmta="pool-a",
+        job_id="job7",
+        env_id="env-1",
+        ret="HDRS",
+        source_ip="127.0.0.1",
+        source_helo="client.test",
+        source_type="smtp",
+        auth_user="user",
+        arrival=1234.5,
+        smtputf8=True,
+        body_8bit=True,
+        tags=(("long-lines", "yes"),),
+    )
+    content = b"Subject: x\r\n\r\nbody\r\n"
+    assert decode_store(encode_store(envelope, content)) == (envelope, content)

@@ -26,6 +26,7 @@ import uvloop
 from sluice.cli.check_config import EXIT_CONFIG, read_config
 from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, ConfigError
+from sluice.daemon.gctune import tune_gc
 from sluice.daemon.lifecycle import Daemon, DaemonOptions
 from sluice.daemon.mapping import global_value
 from sluice.daemon.system_clock import SystemClock
@@ -117,6 +118,7 @@ async def _main(config: Config, options: DaemonOptions, path: str) -> int:
         log.error("start-up failed: %s", exc)
         await daemon.stop()
         return 1
+    tune_gc()
     await daemon.run_until_stopped()
     log.info("stop requested")
     await daemon.stop()

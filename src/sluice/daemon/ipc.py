@@ -11,6 +11,7 @@ Public names:
 - :class:`FrameProtocol`: the asyncio Protocol for one end; ``send(kind, req, payload)``.
 - :data:`HEADER`: the header layout (``struct`` format ``!IBI``).
 - :data:`MAX_FRAME`: the largest payload accepted (a frame beyond it closes the link).
+- :func:`encode_store` / :func:`decode_store`: a STORE payload (envelope and content).
 
 Nothing here raises to callers; a malformed stream closes the link and reports it through
 ``on_lost``.
@@ -21,11 +22,21 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import pickle
 import struct
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
-__all__ = ["HEADER", "MAX_FRAME", "FrameProtocol", "Kind"]
+from sluice.message import Envelope, Notify, Recipient
+
+__all__ = [
+    "HEADER",
+    "MAX_FRAME",
+    "FrameProtocol",
+    "Kind",
+    "decode_store",
+    "encode_store",
+]
 
 log = logging.getLogger("sluice.daemon")
 
@@ -54,6 +65,63 @@ class Kind(enum.IntEnum):
     #: worker → manager: listening and ready (request number: the worker's index); also
     #: the answer to RELOAD (payload b"ok" or the error).
     READY = 7
+
+
+#: Every combination of the Notify bits, so decoding is a look-up.
+_NOTIFY = {v: Notify(v) for v in range(16)}
+
+
+def encode_store(envelope: Envelope, content: bytes) -> bytes:
+    """The STORE payload: the envelope as a tuple of plain values, then the content.
+
+    Plain tuples pickle and unpickle in C; pickling the frozen dataclasses themselves goes
+    through dataclasses' Python ``__setstate__`` and cost more than the rest of the hand-off.
+    """
+    e = envelope
+    rcpts = tuple((r.address, r.notify.value, r.orcpt) for r in e.recipients)
+    fields = (
+        e.sender,
+        rcpts,
+        e.vmta,
+        e.job_id,
+        e.env_id,
+        e.ret,
+        e.source_ip,
+        e.source_helo,
+        e.source_type,
+        e.auth_user,
+        e.arrival,
+        e.smtputf8,
+        e.body_8bit,
+        e.tags,
+    )
+    return pickle.dumps((fields, content), protocol=5)
+
+
+def decode_store(payload: bytes) -> tuple[Envelope, bytes]:
+    """The envelope and content of a STORE payload (ValueError/pickle errors if malformed)."""
+    fields, content = pickle.loads(payload)
+    (sender, rcpts, vmta, job, envid, ret, ip, helo, stype, auth, arrival, utf8, b8, tags) = fields
+    recipients = tuple(
+        Recipient(address=a, notify=_NOTIFY[n], orcpt=o) for a, n, o in cast(Any, rcpts)
+    )
+    envelope = Envelope(
+        sender=sender,
+        recipients=recipients,
+        vmta=vmta,
+        job_id=job,
+        env_id=envid,
+        ret=ret,
+        source_ip=ip,
+        source_helo=helo,
+        source_type=stype,
+        auth_user=auth,
+        arrival=arrival,
+        smtputf8=utf8,
+        body_8bit=b8,
+        tags=tuple(tags),
+    )
+    return envelope, content
 
 
 OnFrame = Callable[[Kind, int, bytes], None]

@@ -24,7 +24,6 @@ import ctypes
 import logging
 import math
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -36,7 +35,8 @@ from sluice.cli.check_config import read_config
 from sluice.cli.run import setup_logging
 from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, ConfigError
-from sluice.daemon.ipc import FrameProtocol, Kind
+from sluice.daemon.gctune import tune_gc
+from sluice.daemon.ipc import FrameProtocol, Kind, encode_store
 from sluice.daemon.mapping import ConfigSourceMap, global_value, listener_limits
 from sluice.daemon.system_clock import SystemClock
 from sluice.errors import SpoolError, SpoolFullError, SpoolUnavailableError
@@ -75,7 +75,7 @@ class RemoteStore:
         self._next = req + 1 if req < 0xFFFFFFFF else 1
         future: asyncio.Future[MessageId] = asyncio.get_running_loop().create_future()
         self._waiting[req] = future
-        link.send(Kind.STORE, req, pickle.dumps((envelope, body), protocol=5))
+        link.send(Kind.STORE, req, encode_store(envelope, body))
         return await future
 
     @property
@@ -199,6 +199,7 @@ class _Worker:
         for fd in self.args.listen_fd:
             await self.intake.listen_socket(socket.socket(fileno=fd))
         link.send(Kind.READY, self.args.index, b"ready")
+        tune_gc()
         await self.stopping.wait()
         await self.intake.shutdown()
         link.close()

@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import signal
 import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sluice.daemon.ipc import FrameProtocol, Kind
+from sluice.daemon.ipc import FrameProtocol, Kind, decode_store
 from sluice.errors import SpoolError, SpoolFullError
 from sluice.message import Envelope, MessageId
 from sluice.spool.sqlite import SqliteSpool
@@ -208,7 +207,7 @@ class IntakeWorkers:
         link = worker.link
         assert link is not None
         try:
-            envelope, data = pickle.loads(payload)
+            envelope, data = decode_store(payload)
             future = self.spool.store_nowait(envelope, data)
         except SpoolFullError as exc:
             link.send(Kind.FULL, req, str(exc).encode())
