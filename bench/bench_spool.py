@@ -4,7 +4,14 @@ Prints numbers; asserts nothing. Examples::
 
     python bench/bench_spool.py store --concurrency 1,20,50,100 --n 20000
     python bench/bench_spool.py mark --n 50000
+    python bench/bench_spool.py cycle --batches 10,100 --n 20000 --repeat 5
     python bench/bench_spool.py recover --recover-n 1000000 --dir /var/tmp/spool1m [--drop-caches]
+
+``cycle`` measures the CPU cost of a message's whole life in the spool, the way a relay uses
+it: rounds of ``batch`` concurrent stores (one commit), one ``mark`` of their final states
+(one commit), then ``batch`` concurrent removes (one commit); and the same without the mark.
+It prints CPU µs per message over the whole process (user + system, every thread, so the
+writer thread counts) and the writer thread's own share, as the median of ``--repeat`` runs.
 
 ``recover`` builds the spool once (reused if ``--dir`` already holds that many messages), then
 measures in a fresh subprocess: open + ``recover()`` fully iterated into a minimal queue index
@@ -18,6 +25,7 @@ import asyncio
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +80,114 @@ async def bench_store(
         "cpu_s_per_1000": cpu / n * 1000,
         "commits": stats.batches,
         "avg_batch": stats.ops / max(1, stats.batches),
+    }
+
+
+def _thread_cpu(thread_id: int | None) -> float:
+    if thread_id is None:
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread_id))
+
+
+async def bench_cycle(path: str, batch: int, n: int, size: int, mark: bool) -> dict[str, float]:
+    """One run of the store → (mark) → remove life cycle in rounds of ``batch`` messages."""
+    spool = await SqliteSpool.open(path, max_batch=max(batch, 512))
+    writer_id = spool._wq._thread.ident
+    envs = [envelope(i) for i in range(n)]
+    bodies = [body(i, size) for i in range(64)]
+    # Warm up (creates the tables' first pages and the WAL), not measured.
+    warm = list(await asyncio.gather(*(spool.store(envs[i], bodies[0]) for i in range(batch))))
+    await asyncio.gather(*(spool.remove(m) for m in warm))
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0, wcpu0, t0 = time.process_time(), _thread_cpu(writer_id), time.perf_counter()
+    for start in range(0, n, batch):
+        chunk = range(start, min(n, start + batch))
+        ids = await asyncio.gather(*(spool.store(envs[i], bodies[i % 64]) for i in chunk))
+        if mark:
+            await spool.mark(
+                [
+                    RcptUpdate(
+                        msg_id=m,
+                        rcpt_index=0,
+                        state=RcptState.DELIVERED,
+                        attempts=1,
+                        detail="250 ok",
+                    )
+                    for m in ids
+                ]
+            )
+        await asyncio.gather(*(spool.remove(m) for m in ids))
+    wall = time.perf_counter() - t0
+    cpu, wcpu = time.process_time() - cpu0, _thread_cpu(writer_id) - wcpu0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    stats = spool.write_stats
+    await spool.close()
+    return {
+        "us_per_msg": cpu / n * 1e6,
+        "writer_us_per_msg": wcpu / n * 1e6,
+        "sys_us_per_msg": (ru1.ru_stime - ru0.ru_stime) / n * 1e6,
+        "msgs_per_s": n / wall,
+        "commits": stats.batches,
+    }
+
+
+async def bench_relay(
+    path: str, rate: float, storers: int, n: int, size: int, *, defer: float | None
+) -> dict[str, float]:
+    """The spool's traffic in a relay: paced stores from ``storers`` sessions; a manager loop
+    that marks every stored message delivered (one call) and then removes them."""
+    kw = {} if defer is None else {"defer": defer}
+    spool = await SqliteSpool.open(path, **kw)  # type: ignore[arg-type]
+    writer_id = spool._wq._thread.ident
+    envs = [envelope(i) for i in range(n)]
+    bodies = [body(i, size) for i in range(64)]
+    loop = asyncio.get_running_loop()
+    stored: list[int] = []
+    wake = asyncio.Event()
+    counter = iter(range(n))
+    done = 0
+    t_start = loop.time() + 0.05
+
+    async def storer() -> None:
+        for i in counter:
+            delay = t_start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            stored.append(await spool.store(envs[i], bodies[i % 64]))
+            wake.set()
+
+    async def manager() -> None:
+        nonlocal done
+        while done < n:
+            await wake.wait()
+            wake.clear()
+            ids, stored[:] = stored[:], []
+            await spool.mark(
+                [
+                    RcptUpdate(
+                        msg_id=m,
+                        rcpt_index=0,
+                        state=RcptState.DELIVERED,
+                        attempts=1,
+                        detail="250 ok",
+                    )
+                    for m in ids
+                ]
+            )
+            await asyncio.gather(*(spool.remove(m) for m in ids))
+            done += len(ids)
+
+    cpu0, wcpu0, t0 = time.process_time(), _thread_cpu(writer_id), time.perf_counter()
+    await asyncio.gather(manager(), *(storer() for _ in range(storers)))
+    wall = time.perf_counter() - t0
+    cpu, wcpu = time.process_time() - cpu0, _thread_cpu(writer_id) - wcpu0
+    stats = spool.write_stats
+    await spool.close()
+    return {
+        "us_per_msg": cpu / n * 1e6,
+        "writer_us_per_msg": wcpu / n * 1e6,
+        "msgs_per_s": n / wall,
+        "commits_per_msg": stats.batches / n,
     }
 
 
@@ -185,12 +301,16 @@ def measure_recovery(path: str, keep: bool) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["store", "mark", "recover", "_measure"])
+    p.add_argument("what", choices=["store", "mark", "cycle", "relay", "recover", "_measure"])
     p.add_argument("--concurrency", default="1,20,50,100")
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--linger", type=float, default=None, help="seconds (default: the spool's)")
     p.add_argument("--batch", type=int, default=100, help="updates per mark() call")
+    p.add_argument("--batches", default="10,100", help="cycle: messages per commit")
+    p.add_argument("--rate", type=float, default=1700.0, help="relay: stores per second")
+    p.add_argument("--defer", type=float, default=None, help="seconds (default: the spool's)")
+    p.add_argument("--repeat", type=int, default=5, help="cycle: runs per setting (median)")
     p.add_argument("--recover-n", type=int, default=100_000)
     p.add_argument("--dir", default=None, help="spool directory (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="recover: keep every SpooledMessage")
@@ -221,6 +341,37 @@ def main() -> None:
                     f"{r['cpu_s_per_1000']:.3f} CPU s/1000, {r['commits']:.0f} commits, "
                     f"avg batch {r['avg_batch']:.1f}"
                 )
+        elif a.what == "cycle":
+            for b in (int(x) for x in a.batches.split(",")):
+                for mark in (False, True):
+                    runs = []
+                    for k in range(a.repeat):
+                        path = os.path.join(base, f"cycle-{b}-{k}")
+                        runs.append(asyncio.run(bench_cycle(path, b, a.n, a.size, mark)))
+                        shutil.rmtree(path)
+                    med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                    spread = sorted(round(r["us_per_msg"]) for r in runs)
+                    print(
+                        f"cycle size={a.size} batch={b:4d} store+{'mark+' if mark else ''}remove: "
+                        f"{med['us_per_msg']:6.1f} CPU us/msg (runs {spread}), "
+                        f"writer thread {med['writer_us_per_msg']:6.1f}, "
+                        f"system {med['sys_us_per_msg']:5.1f}; {med['msgs_per_s']:6.0f} msgs/s"
+                    )
+        elif a.what == "relay":
+            c = int(a.concurrency.split(",")[-1]) if "," in a.concurrency else int(a.concurrency)
+            runs = []
+            for k in range(a.repeat):
+                path = os.path.join(base, f"relay-{k}")
+                runs.append(asyncio.run(bench_relay(path, a.rate, c, a.n, a.size, defer=a.defer)))
+                shutil.rmtree(path)
+            med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            spread = sorted(round(r["us_per_msg"]) for r in runs)
+            print(
+                f"relay size={a.size} rate={a.rate:.0f}/s storers={c}: "
+                f"{med['us_per_msg']:6.1f} CPU us/msg (runs {spread}), "
+                f"writer thread {med['writer_us_per_msg']:6.1f}; "
+                f"{med['commits_per_msg']:.2f} commits/msg; {med['msgs_per_s']:6.0f} msgs/s"
+            )
         elif a.what == "mark":
             path = os.path.join(base, "mark")
             r = asyncio.run(bench_mark(path, a.n, a.batch, 10))

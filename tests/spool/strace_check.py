@@ -11,7 +11,15 @@ Rules checked for each acknowledgement of token T (test plan D1):
   2. an fsync/fdatasync of that same file *completed* after that write and before the ack;
   3. the spool directory itself was fsync'd before the first ack (names durable).
 
-Assumes one traced process (threads share the descriptor table); strace run as
+Works on a trace of several processes (``strace -f`` prints thread ids, not process ids):
+descriptor numbers collide between processes, e.g. the daemon's intake workers close
+client sockets whose numbers are the spool file's in the queue manager. A descriptor's
+mapping to a file therefore has *owners*: the thread that opened it, and threads that
+then made a positional write or an fsync on it (calls that only succeed on a file) while
+it was the only mapping of that number. Only owners' writes, fsyncs and closes count; a
+plain ``write`` or ``close`` from another thread (another process's socket) is ignored. A
+thread that cannot be told apart counts for nothing, so the check can fail where it need
+not, but never passes where it should fail. strace run as
 ``strace -f -qq -s 70000 -e trace=openat,close,write,pwrite64,fsync,fdatasync,rename -o LOG``.
 """
 
@@ -105,6 +113,45 @@ def body_tokens(data: str) -> Iterable[str]:
     return ACK_TOKEN.findall(data)
 
 
+@dataclass(slots=True)
+class _Mapping:
+    """One descriptor number's file in one process, as far as the trace shows."""
+
+    path: str
+    generation: int
+    owners: set[int]
+
+
+class _Descriptors:
+    """Descriptor → file, per process as far as thread ids allow (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._by_fd: dict[int, list[_Mapping]] = {}
+
+    def opened(self, pid: int, fd: int, path: str, generation: int) -> None:
+        live = [m for m in self._by_fd.get(fd, []) if pid not in m.owners]
+        self._by_fd[fd] = [*live, _Mapping(path, generation, {pid})]
+
+    def closed(self, pid: int, fd: int) -> None:
+        live = [m for m in self._by_fd.get(fd, []) if pid not in m.owners]
+        if live:
+            self._by_fd[fd] = live
+        else:
+            self._by_fd.pop(fd, None)
+
+    def used(self, pid: int, fd: int, *, file_only_call: bool) -> _Mapping | None:
+        """The mapping ``pid`` used; a successful file-only call on the one mapping of the
+        number makes ``pid`` an owner of it."""
+        mappings = self._by_fd.get(fd, [])
+        for m in mappings:
+            if pid in m.owners:
+                return m
+        if file_only_call and len(mappings) == 1:
+            mappings[0].owners.add(pid)
+            return mappings[0]
+        return None
+
+
 def check_durable_before_ack(
     events: list[Event],
     spool_dir: str,
@@ -114,7 +161,7 @@ def check_durable_before_ack(
     """(number of acks seen, violations); no violations means every ack followed its fsync."""
     spool_dir = os.path.abspath(spool_dir).rstrip("/")
     # Each open descriptor gets a fresh "generation" so a reused fd number never counts.
-    fds: dict[int, tuple[str, int]] = {}
+    fds = _Descriptors()
     pending_open: dict[int, str] = {}
     first_write: dict[str, tuple[int, int]] = {}  # token -> (event index, generation)
     syncs: dict[int, list[int]] = {}  # generation -> completion indexes
@@ -132,28 +179,33 @@ def check_durable_before_ack(
                 pending_open[ev.pid] = _path(ev.args) or ""
             if ev.result is not None and ev.result >= 0:
                 path = pending_open.pop(ev.pid, _path(ev.args) or "")
-                fds[ev.result] = (os.path.normpath(path) if path else path, ev.index)
+                fds.opened(ev.pid, ev.result, os.path.normpath(path) if path else path, ev.index)
         elif name == "close" and ev.entry:
             fd = _fd(ev.args)
             if fd is not None:
-                fds.pop(fd, None)
-        elif name in ("write", "pwrite64", "pwritev") and ev.entry:
-            token = ack_token(ev)
-            if token is not None:
-                acks += 1
-                problems.extend(_check_ack(ev, token, first_write, syncs, dir_synced))
-                continue
+                fds.closed(ev.pid, fd)
+        elif name in ("write", "pwrite64", "pwritev"):
+            if ev.entry:
+                token = ack_token(ev)
+                if token is not None:
+                    acks += 1
+                    problems.extend(_check_ack(ev, token, first_write, syncs, dir_synced))
+                    continue
+            if ev.result is None or ev.result < 0:
+                continue  # counted once it has completed, and only if it succeeded
             fd = _fd(ev.args)
-            opened = fds.get(fd) if fd is not None else None
-            if opened is not None and in_spool(opened[0]):
+            opened = (
+                fds.used(ev.pid, fd, file_only_call=name != "write") if fd is not None else None
+            )
+            if opened is not None and in_spool(opened.path):
                 for t in data_tokens(ev.args):
-                    first_write.setdefault(t, (ev.index, opened[1]))
+                    first_write.setdefault(t, (ev.index, opened.generation))
         elif name in ("fsync", "fdatasync") and ev.result == 0:
             fd = _fd(ev.args)
-            opened = fds.get(fd) if fd is not None else None
+            opened = fds.used(ev.pid, fd, file_only_call=True) if fd is not None else None
             if opened is not None:
-                syncs.setdefault(opened[1], []).append(ev.index)
-                if opened[0] == spool_dir:
+                syncs.setdefault(opened.generation, []).append(ev.index)
+                if opened.path == spool_dir:
                     dir_synced = True
     return acks, problems
 

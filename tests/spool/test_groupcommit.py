@@ -125,3 +125,107 @@ def test_linger_collects_a_bigger_batch() -> None:
 
     asyncio.run(main())
     assert sizes == [4]
+
+
+def _odd_is_urgent(op: int) -> bool:
+    return op % 2 == 1
+
+
+def test_deferred_ops_ride_with_the_next_urgent_one() -> None:
+    """Even (deferrable) ops wait for an odd (urgent) one and share its batch."""
+    seen: list[list[int]] = []
+
+    def run(ops: Sequence[int]) -> list[object]:
+        seen.append(sorted(ops))
+        return list(ops)
+
+    async def main() -> None:
+        gc: GroupCommitter[int] = GroupCommitter(
+            "t",
+            run,
+            loop=asyncio.get_running_loop(),
+            linger=0.0,
+            max_batch=100,
+            defer=10.0,  # far longer than the test: only the urgent op can end the wait
+            urgent=_odd_is_urgent,
+        )
+        lazy = [gc.submit(0), gc.submit(2)]
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in lazy)
+        assert seen == []
+        assert await gc.submit(1) == 1
+        assert await asyncio.gather(*lazy) == [0, 2]
+        await gc.stop()
+
+    asyncio.run(main())
+    assert seen == [[0, 1, 2]]
+
+
+def test_deferred_ops_run_alone_after_the_deadline() -> None:
+    seen: list[list[int]] = []
+
+    def run(ops: Sequence[int]) -> list[object]:
+        seen.append(sorted(ops))
+        return list(ops)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gc: GroupCommitter[int] = GroupCommitter(
+            "t", run, loop=loop, linger=0.0, max_batch=100, defer=0.02, urgent=_odd_is_urgent
+        )
+        t0 = loop.time()
+        first = gc.submit(0)
+        await asyncio.sleep(0.005)
+        second = gc.submit(2)  # waits no longer than the first one's deadline
+        assert await asyncio.gather(first, second) == [0, 2]
+        assert loop.time() - t0 >= 0.019  # the first one waited out its deadline
+        # A new deferred op after the run gets its own deadline (no stale timer).
+        assert await gc.submit(4) == 4
+        await gc.stop()
+
+    asyncio.run(main())
+    assert seen == [[0, 2], [4]]
+
+
+def test_deferred_ops_go_when_the_batch_is_full_or_on_stop() -> None:
+    seen: list[list[int]] = []
+
+    def run(ops: Sequence[int]) -> list[object]:
+        seen.append(sorted(ops))
+        return list(ops)
+
+    async def main() -> None:
+        gc: GroupCommitter[int] = GroupCommitter(
+            "t",
+            run,
+            loop=asyncio.get_running_loop(),
+            linger=0.0,
+            max_batch=3,
+            defer=10.0,
+            urgent=_odd_is_urgent,
+        )
+        assert await asyncio.gather(*(gc.submit(i) for i in (0, 2, 4))) == [0, 2, 4]
+        pending = gc.submit(6)
+        await asyncio.sleep(0.02)
+        assert not pending.done()
+        await gc.stop()  # runs what is pending at once
+        assert pending.result() == 6
+
+    asyncio.run(main())
+    assert seen == [[0, 2, 4], [6]]
+
+
+def test_an_urgent_op_never_waits_for_the_deferral() -> None:
+    def run(ops: Sequence[int]) -> list[object]:
+        return list(ops)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gc: GroupCommitter[int] = GroupCommitter(
+            "t", run, loop=loop, linger=0.0, max_batch=100, defer=10.0, urgent=_odd_is_urgent
+        )
+        for i in (1, 3, 5):
+            assert await asyncio.wait_for(gc.submit(i), 5.0) == i
+        await gc.stop()
+
+    asyncio.run(main())

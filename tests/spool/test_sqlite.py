@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sluice.errors import SpoolFullError, SpoolUnavailableError
-from sluice.message import Envelope, Recipient
-from sluice.spool import CorruptMessageError, SqliteSpool
+from sluice.message import Envelope, RcptState, Recipient
+from sluice.spool import CorruptMessageError, RcptUpdate, SqliteSpool
 from sluice.spool.conformance import sample_envelope
 
 BODY = b"Subject: x\r\n\r\n" + b"y" * 2034 + b"\r\n"  # 2 KB
@@ -271,3 +271,85 @@ def test_clean_close_leaves_no_wal_to_replay(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert not (tmp_path / "s" / "spool.db-wal").exists()
+
+
+def test_ids_are_reserved_in_blocks_and_never_reused(tmp_path: Path) -> None:
+    """``meta`` is written once per block of ids; a restart (even a crash) skips the rest of
+    the block, and a spool whose ``meta`` holds the last id + 1 (older format) still opens
+    without reusing one."""
+    path = str(tmp_path / "s")
+
+    async def store(n: int, *, crash: bool) -> list[int]:
+        spool = await SqliteSpool.open(path)
+        ids = [await spool.store(sample_envelope(i), BODY) for i in range(n)]
+        await (spool.abandon() if crash else spool.close())
+        return ids
+
+    first = asyncio.run(store(3, crash=True))
+    db = _db(tmp_path / "s")
+    (ceiling,) = db.execute("SELECT v FROM meta WHERE k='next_id'").fetchone()
+    db.close()
+    assert ceiling > max(first) + 2  # a block was reserved, not just the ids used
+    second = asyncio.run(store(2, crash=False))
+    assert min(second) >= ceiling
+    # A spool written by an older version: meta = last id + 1, ids removed since.
+    db = _db(tmp_path / "s")
+    db.execute("UPDATE meta SET v=? WHERE k='next_id'", (max(second) + 1,))
+    db.execute("DELETE FROM msg WHERE id=?", (max(second),))
+    db.close()
+    third = asyncio.run(store(1, crash=False))
+    assert third[0] > max(second)
+
+
+def test_batches_larger_than_a_statement_chunk(tmp_path: Path) -> None:
+    """Hundreds of stores, marks and removes in single batches (several statement chunks),
+    a recipient marked twice in one batch (the later update wins), marks of unknown ids."""
+
+    async def main() -> None:
+        spool = await SqliteSpool.open(str(tmp_path / "s"), defer=10.0)
+        try:
+            envs = [sample_envelope(i, rcpts=2) for i in range(300)]
+            ids = await asyncio.gather(*(spool.store(e, BODY) for e in envs))
+            assert spool.write_stats.largest > 64
+            deferred = [
+                RcptUpdate(
+                    msg_id=m, rcpt_index=1, state=RcptState.QUEUED, attempts=1, next_attempt=9.0
+                )
+                for m in ids
+            ]
+            final = [
+                RcptUpdate(msg_id=m, rcpt_index=1, state=RcptState.DELIVERED, attempts=2)
+                for m in ids[:100]
+            ]
+            junk = [
+                RcptUpdate(msg_id=10**9, rcpt_index=0, state=RcptState.BOUNCED, attempts=1),
+                RcptUpdate(msg_id=ids[0], rcpt_index=2, state=RcptState.BOUNCED, attempts=1),
+            ]
+            # Deferred marks wait (defer=10 s) and ride with the store below: one batch.
+            batches = spool.write_stats.batches
+            later = [
+                asyncio.ensure_future(c)
+                for c in (
+                    spool.mark(deferred),
+                    spool.mark(final),
+                    spool.mark(junk),
+                    *(spool.remove(m) for m in ids[200:]),
+                )
+            ]
+            await asyncio.sleep(0.01)
+            assert not any(t.done() for t in later)
+            extra = await spool.store(sample_envelope(999), BODY)
+            await asyncio.gather(*later)
+            assert spool.write_stats.batches == batches + 1
+            got = {m.msg_id: m for m in spool.recover()}
+            assert sorted(got) == [*ids[:200], extra]
+            for m in ids[:200]:
+                rcpts = got[m].rcpts
+                assert rcpts[0].state is RcptState.QUEUED
+                assert rcpts[0].attempts == 0
+                want = RcptState.DELIVERED if m in ids[:100] else RcptState.QUEUED
+                assert rcpts[1].state is want, (m, rcpts)
+        finally:
+            await spool.close()
+
+    asyncio.run(main())

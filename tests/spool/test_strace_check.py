@@ -62,3 +62,51 @@ def test_fsync_of_a_reused_descriptor_does_not_count() -> None:
 """
     _, problems = strace_check.check_durable_before_ack(strace_check.parse(trace), "/sp")
     assert len(problems) == 1
+
+
+def test_another_process_closing_the_same_fd_number_does_not_hide_the_write() -> None:
+    """The queue manager's writer (11, 12) and an intake worker (20) share fd number 7:
+    the worker's socket. Its close and its writes there say nothing about the spool file."""
+    trace = """\
+10 openat(AT_FDCWD, "/sp", O_RDONLY) = 5
+10 fsync(5) = 0
+10 openat(AT_FDCWD, "/sp/spool.db-wal", O_RDWR) = 7
+11 pwrite64(7, "TOKEN-1-END", 11, 0) = 11
+11 fdatasync(7) = 0
+20 write(7, "ACK 1 TOKEN-1-END\\n", 18) = 18
+20 close(7) = 0
+11 pwrite64(7, "TOKEN-2-END", 11, 0 <unfinished ...>
+20 write(7, "TOKEN-3-END", 11) = 11
+11 <... pwrite64 resumed>) = 11
+12 fdatasync(7) = 0
+20 write(1, "ACK 2 TOKEN-2-END\\n", 18) = 18
+20 write(1, "ACK 3 TOKEN-3-END\\n", 18) = 18
+"""
+    ack = strace_check.stdout_ack
+
+    def ack_any_fd(ev: strace_check.Event) -> str | None:
+        if ev.name == "write" and ev.entry and "ACK " in ev.args:
+            m = strace_check.ACK_TOKEN.search(ev.args)
+            return m.group(0) if m else None
+        return ack(ev)
+
+    acks, problems = strace_check.check_durable_before_ack(
+        strace_check.parse(trace), "/sp", ack_any_fd
+    )
+    assert acks == 3
+    # TOKEN-3 only went to the worker's socket: never written to the spool.
+    assert problems == ["TOKEN-3-END: acknowledged but never written to the spool"]
+
+
+def test_a_write_still_running_does_not_count() -> None:
+    trace = """\
+1 openat(AT_FDCWD, "/sp", O_RDONLY) = 5
+1 fsync(5) = 0
+1 openat(AT_FDCWD, "/sp/spool.db-wal", O_RDWR) = 7
+2 pwrite64(7, "TOKEN-1-END", 11, 0 <unfinished ...>
+1 fdatasync(7) = 0
+1 write(1, "ACK 1 TOKEN-1-END\\n", 18) = 18
+2 <... pwrite64 resumed>) = 11
+"""
+    _, problems = strace_check.check_durable_before_ack(strace_check.parse(trace), "/sp")
+    assert len(problems) == 1

@@ -7,6 +7,12 @@ whole batch to ``run_batch`` (which commits once), and then resolves every futur
 batch with a single ``loop.call_soon_threadsafe`` call. No per-operation thread hop, task or
 sync.
 
+Operations that no client is waiting on at once (``urgent(op)`` false: in the spool, marks and
+removes) may wait up to ``defer`` seconds for an urgent one (a store, which a client's reply
+waits on) and ride in its commit: each commit costs an fsync whatever it carries, so this
+saves the commits that would carry only a mark or a remove. An urgent operation never waits
+for a deferred one, and every future still resolves only after the batch holding it has run.
+
 Public names: GroupCommitter, BatchStats.
 Raises: SpoolUnavailableError from ``submit`` once the committer is stopped.
 """
@@ -50,15 +56,26 @@ class GroupCommitter(Generic[Op]):
         linger: float,
         max_batch: int,
         on_exit: Callable[[], None] | None = None,
+        defer: float = 0.0,
+        urgent: Callable[[Op], bool] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._loop = loop
         self._linger = linger
         self._max_batch = max_batch
         self._on_exit = on_exit
+        #: None: every operation is urgent (nothing is deferred).
+        self._urgent = urgent if defer > 0 else None
+        self._defer = defer
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
-        self._waiting_for_first = False
+        #: Urgent operations among ``_pending``.
+        self._n_urgent = 0
+        #: The deferred operations' wait is over (set on the loop by ``_timer``).
+        self._due = False
+        #: Armed (on the loop thread only) while deferred operations wait for their deadline.
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False
         self._waiting_for_full = False
         self._stopping = False
         self._abandon = False
@@ -70,19 +87,27 @@ class GroupCommitter(Generic[Op]):
     def submit(self, op: Op) -> asyncio.Future[Any]:
         """Queue ``op`` for the next batch; the future gets its result (call on the loop)."""
         fut: asyncio.Future[Any] = self._loop.create_future()
+        is_urgent = self._urgent
+        urgent = is_urgent is None or is_urgent(op)
         with self._cond:
             if self._stopping:
                 raise SpoolUnavailableError("the spool is closed")
             pending = self._pending
             pending.append((op, fut))
-            if self._waiting_for_first or (
-                self._waiting_for_full and len(pending) >= self._max_batch
-            ):
+            full = len(pending) >= self._max_batch
+            if urgent:
+                self._n_urgent += 1
+            if (self._waiting and (urgent or full)) or (self._waiting_for_full and full):
                 self._cond.notify()
+        if not urgent and self._timer is None:
+            self._timer = self._loop.call_later(self._defer, self._deadline)
         return fut
 
     async def stop(self, *, abandon: bool = False) -> None:
         """Run what is pending (or drop it if ``abandon``), then end the thread."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         with self._cond:
             self._stopping = True
             self._abandon = abandon
@@ -90,22 +115,47 @@ class GroupCommitter(Generic[Op]):
         await self._stopped
         self._thread.join()
 
+    def _deadline(self) -> None:
+        """The oldest deferred operation has waited ``defer``: run what is pending (loop)."""
+        self._timer = None
+        with self._cond:
+            if self._pending and not self._stopping:
+                self._due = True
+                if self._waiting:
+                    self._cond.notify()
+
     # -- worker thread -------------------------------------------------------------------
 
     def _take(self) -> list[tuple[Op, asyncio.Future[Any]]] | None:
         with self._cond:
-            while not self._pending and not self._stopping:
-                self._waiting_for_first = True
+            while not (
+                self._stopping
+                or self._n_urgent
+                or (self._pending and (self._due or len(self._pending) >= self._max_batch))
+            ):
+                self._waiting = True
                 self._cond.wait()
-                self._waiting_for_first = False
+                self._waiting = False
             if self._stopping and (self._abandon or not self._pending):
                 return None
             if self._linger > 0 and len(self._pending) < self._max_batch and not self._stopping:
                 self._waiting_for_full = True
                 self._cond.wait(self._linger)
                 self._waiting_for_full = False
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+            pending = self._pending
+            if len(pending) <= self._max_batch:
+                self._pending = []
+                self._n_urgent = 0
+                self._due = False
+                return pending
+            # More than a batch: take the oldest; the rest stays as urgent or due as it was.
+            batch = pending[: self._max_batch]
+            del pending[: self._max_batch]
+            is_urgent = self._urgent
+            if is_urgent is None:
+                self._n_urgent = len(pending)
+            else:
+                self._n_urgent = sum(1 for op, _ in pending if is_urgent(op))
             return batch
 
     def _main(self) -> None:
