@@ -168,7 +168,11 @@ class _Worker:
         if self.stopping.is_set() and not self.store.pending:
             return
         # Unanswered stores must never be acknowledged: leave now, sessions close unanswered.
-        log.error("intake worker %d: link to the queue manager lost (%s)", self.args.index, exc)
+        # The manager's own death is the error worth logging (it logs its own); here it
+        # is only the consequence.
+        log.warning(
+            "intake worker %d: queue manager gone (%s); exiting", self.args.index, exc or "EOF"
+        )
         sys.stderr.flush()
         os._exit(EXIT_LINK_LOST)
 
