@@ -115,13 +115,15 @@ def _appendix(workdir: Path, dns: tuple[str, int], smtp_port: int) -> str:
 def seed_config_text(
     workdir: Path, *, listener: tuple[str, int], dns: tuple[str, int], smtp_port: int
 ) -> str:
-    """The seed file with only its ``smtp-listener`` port changed, plus the test's resolver,
-    outbound port, spool and accounting file."""
+    """The seed file with only its ``smtp-listener`` and ``http-mgmt-port`` ports changed,
+    plus the test's resolver, outbound port, spool and accounting file."""
     seed = SEED_PATH.read_text("utf-8")
     old = "smtp-listener 127.0.0.1:2525"
     if old not in seed:
         raise ValueError(f"{SEED_PATH}: no {old!r} line")
     text = seed.replace(old, f"smtp-listener {listener[0]}:{listener[1]}", 1)
+    # The seed's management port (8080) moves to a free one: tests may run side by side.
+    text = text.replace("http-mgmt-port 8080", f"http-mgmt-port {free_port('127.0.0.1')}", 1)
     return text + _appendix(workdir, dns, smtp_port)
 
 

@@ -127,6 +127,7 @@ async def _run(options: DemoOptions, console: Console, workdir: str) -> DemoSumm
                 dns=dns.address,
                 smtp_port=cluster.port,
                 workdir=workdir,
+                mgmt_port=free_port(),
             )
             Path(config_path).write_text(text, "utf-8")
             config = _load(config_path)

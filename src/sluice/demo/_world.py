@@ -68,6 +68,7 @@ THROTTLE_WINDOW = 300.0
 TIME_SCALE = {"plain": 60.0, "throttle": 120.0}
 
 _LISTENER_RE = re.compile(r"^(\s*smtp-listener\s+)(\S+)(.*)$", re.MULTILINE)
+_MGMT_PORT_RE = re.compile(r"^(\s*http-mgmt-port\s+)\d+", re.MULTILINE)
 
 
 class Story(enum.Enum):
@@ -128,8 +129,10 @@ def demo_config_text(
     dns: tuple[str, int],
     smtp_port: int,
     workdir: str,
+    mgmt_port: int | None = None,
 ) -> str:
-    """The seed with its listener moved to ``listen_port`` and the demo's lines appended."""
+    """The seed with its listener moved to ``listen_port`` (and its ``http-mgmt-port`` to
+    ``mgmt_port``, so a busy 8080 does not stop the demo) and the demo's lines appended."""
     match = _LISTENER_RE.search(seed)
     if match is None:
         raise ValueError("the seed configuration has no smtp-listener line")
@@ -140,6 +143,8 @@ def demo_config_text(
         + f"{match.group(1)}{host}:{listen_port}{match.group(3)}"
         + seed[match.end() :]
     )
+    if mgmt_port is not None:
+        text = _MGMT_PORT_RE.sub(rf"\g<1>{mgmt_port}", text, count=1)
     if not text.endswith("\n"):
         text += "\n"
     return text + (
