@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice.daemon.bodycache import BodyCache
 from sluice.daemon.ipc import FrameProtocol, Kind, decode_store
 from sluice.errors import SpoolError, SpoolFullError
 from sluice.message import Envelope, MessageId
@@ -98,11 +99,13 @@ class IntakeWorkers:
         sockets: list[socket.socket],
         spool: SqliteSpool,
         on_received: OnReceived,
+        bodies: BodyCache | None = None,
     ) -> None:
         self.options = options
         self.sockets = sockets
         self.spool = spool
         self.on_received = on_received
+        self.bodies = bodies
         self.busy = False
         self.stopping = False
         self.stored = 0
@@ -227,6 +230,8 @@ class IntakeWorkers:
                 return
             msg_id = fut.result()
             self.stored += 1
+            if self.bodies is not None:
+                self.bodies.put(msg_id, data)
             try:
                 self.on_received(msg_id, envelope, size)
             except Exception:
