@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from sluice.intake.headers import HeaderEdit, edit_headers, received_field, rfc5322_date
 from sluice.intake.policy import SourcePolicy
 
@@ -156,3 +158,18 @@ def test_first_header_wins_and_all_copies_stripped() -> None:
     edit = edit_headers(msg, policy=ALL_ON, received=None, now=NOW)
     assert edit.vmta == "a"
     assert edit.header == b"\r\n"
+
+
+def test_pass_through_matches_the_line_scan_on_random_messages() -> None:
+    # Nothing to read or add takes a one-pass path; it must cut the message exactly where
+    # the line-by-line scan does (X-Envid processing forces the scan and, with no X-Envid
+    # field present, changes nothing else).
+    rng = random.Random(5321)
+    pieces = [b"From: a", b"Subject:", b"x", b" ", b"\t", b":", b"\r\n", b"\r", b"\n", b"\r\n\r\n"]
+    scan = SourcePolicy(process_x_envid=True)
+    for _ in range(3000):
+        message = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        for received in (None, b"Received: by mta.test; now\r\n"):
+            fast = edit_headers(message, policy=SourcePolicy(), received=received, now=NOW)
+            slow = edit_headers(message, policy=scan, received=received, now=NOW)
+            assert (fast.header, bytes(fast.body)) == (slow.header, bytes(slow.body)), message

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
 from smtp_helpers import tr
 
 from sluice.smtp import RemoteProtocolError
-from sluice.smtp._content import ContentScanner
+from sluice.smtp._content import ContentScanner, has_bare_line_ending, longest_line_exceeds
 from sluice.smtp._readers import ChunkReader, DataReader, ReplyReader, read_line
 from sluice.smtp._receivebuffer import ReceiveBuffer
 from sluice.smtp.limits import LINE_SCAN_LIMIT, BareLineEnding, LongLinePolicy
@@ -193,3 +194,68 @@ def test_chunk_reader_keeps_a_split_crlf_whole() -> None:
         out.append(got[0])
     assert b"".join(out) == b"ab\r\ncd\r\n"
     assert scanner.reject() is None
+
+
+def _bare_by_lines(seg: bytes) -> bool:
+    """Reference: with every CRLF removed, no CR or LF may be left."""
+    rest = seg.replace(b"\r\n", b"")
+    return b"\r" in rest or b"\n" in rest
+
+
+def _long_by_lines(out: bytes, line_len: int, limit: int) -> tuple[bool, int]:
+    """Reference: split into lines and look at each one."""
+    lines = out.split(b"\r\n")
+    lines[0] = b"x" * line_len + lines[0]
+    if any(len(line) > limit for line in lines[:-1]):
+        return True, 0
+    return len(lines[-1]) > limit, len(lines[-1])
+
+
+def test_content_checks_agree_with_a_line_by_line_reading() -> None:
+    # The scanner checks without a per-line loop (shifted CR/LF masks, jumps between
+    # CRLFs); a plain reading line by line must give the same answers.
+    rng = random.Random(2920)
+    pieces = [b"a", b"\r", b"\n", b"\r\n", b"\r\n", b"bbbbb", b"\r\r\n", b"\n\r"]
+    for _ in range(20000):
+        seg = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
+        assert has_bare_line_ending(seg) == _bare_by_lines(seg), seg
+        limit = rng.randint(0, 12)
+        line_len = rng.randint(0, 14)
+        expected = _long_by_lines(seg, line_len, limit)
+        if expected[0]:
+            assert longest_line_exceeds(seg, line_len, limit)[0], (seg, line_len, limit)
+        else:
+            assert longest_line_exceeds(seg, line_len, limit) == expected, (seg, line_len, limit)
+
+
+def test_data_reader_random_dot_lines_and_splits() -> None:
+    # Content with dot-started lines, dot-stuffed on the wire, fed in random pieces: the
+    # reader gives back the content exactly and leaves what follows the end marker.
+    rng = random.Random(5321)
+    words = [b"", b".", b"..", b".x", b"x.", b"hello", b"\xff", b"." * 3 + b"y"]
+    for _ in range(2000):
+        lines = [rng.choice(words) + rng.choice(words) for _ in range(rng.randint(0, 8))]
+        content = b"".join(line + b"\r\n" for line in lines)
+        wire = content.replace(b"\r\n.", b"\r\n..")
+        if wire.startswith(b"."):
+            wire = b"." + wire
+        wire += b".\r\nQUIT\r\n"
+        reader = DataReader(_scanner())
+        buf = ReceiveBuffer()
+        got: list[bytes] = []
+        ended = False
+        pos = 0
+        while not ended:
+            step = rng.randint(1, 9)
+            buf.append(wire[pos : pos + step])
+            pos += step
+            while (res := reader.read(buf)) is not None:
+                got.append(res[0])
+                if res[1]:
+                    ended = True
+                    break
+                if not buf:
+                    break
+            assert pos < len(wire) + 9
+        assert b"".join(got) == content
+        assert bytes(buf.data) + wire[pos:] == b"QUIT\r\n"

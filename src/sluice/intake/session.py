@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -30,6 +31,31 @@ from sluice.errors import ReplyHint
 from sluice.intake.inject import InjectResult, Transaction
 from sluice.intake.policy import SourcePolicy, check_connect, check_mail, check_rcpt
 from sluice.message import Recipient
+from sluice.smtp import (
+    Auth,
+    AuthResponse,
+    BadCommand,
+    Bdat,
+    ConnectionClosed,
+    Data,
+    DataChunk,
+    Ehlo,
+    EndOfChunk,
+    EndOfData,
+    Event,
+    Helo,
+    Help,
+    MailFrom,
+    Noop,
+    Quit,
+    RcptTo,
+    RemoteProtocolError,
+    Reply,
+    Rset,
+    Signal,
+    StartTls,
+    Vrfy,
+)
 from sluice.smtp import replies as R
 
 if TYPE_CHECKING:
@@ -40,6 +66,8 @@ __all__ = ["PolicySetup", "SmtpSession"]
 log = logging.getLogger("sluice.intake")
 
 _STATUS_OK = smtp.EnhancedStatus(klass=2, subject=0, detail=0)
+_CLOSED = smtp.State.CLOSED
+_DATA = smtp.State.DATA
 _NOT_AVAILABLE = smtp.Reply.of(454, "4.7.0", "TLS not available")
 _hint_replies: dict[ReplyHint, smtp.Reply] = {}
 
@@ -74,6 +102,7 @@ class SmtpSession(asyncio.Protocol):
         "_greet_handle",
         "_in_command",
         "_log_connections",
+        "_peer_eof",
         "_shutdown",
         "_storing",
         "_write_paused",
@@ -102,6 +131,7 @@ class SmtpSession(asyncio.Protocol):
         self._shutdown = False
         self._write_paused = False
         self._in_command = False
+        self._peer_eof = False
         self._log_connections = False
         self._greet_handle: asyncio.TimerHandle | None = None
 
@@ -149,19 +179,21 @@ class SmtpSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.conn.state is smtp.State.DATA or not self._in_command:
+        conn = self.conn
+        if not self._in_command or conn.state is _DATA:
             self._in_command = True
             self.deadline = self.server.clock.monotonic() + self.server.limits.command_timeout
-        self.conn.receive_data(data)
+        conn.receive_data(data)
         if not self._storing:
             self._pump()
 
     def eof_received(self) -> bool | None:
         if self.closed:
             return None
+        self._peer_eof = True
         self.conn.receive_data(b"")
         if self._storing:
-            return True  # keep the socket: the 250 is still owed; _store pumps the EOF
+            return True  # keep the socket: the 250 is still owed; _answer_store pumps the EOF
         self._pump()
         return None  # close our side too (after flushing the replies)
 
@@ -240,36 +272,48 @@ class SmtpSession(asyncio.Protocol):
         self.transport.write(conn.send(self.setup.greeting))
 
     def _pump(self) -> None:
-        """Turn buffered bytes into events and replies until the engine needs more bytes."""
+        """Turn buffered bytes into events and replies until the engine needs more bytes.
+
+        The replies of one read go out in one write (a pipelined MAIL, RCPT, DATA costs
+        one syscall); content chunks owe no reply and are only collected.
+        """
         conn = self.conn
-        policy = self.setup.policy
+        log_commands = self.setup.policy.log_commands
         out: list[bytes] = []
         send = conn.send
+        next_event = conn.next_event
         try:
             while True:
                 try:
-                    ev = conn.next_event()
-                except smtp.RemoteProtocolError as exc:
+                    ev = next_event()
+                except RemoteProtocolError as exc:
                     if exc.reply is not None:
                         out.append(send(exc.reply))
-                    if policy.log_commands:
+                    if log_commands:
                         log.info("%s: protocol error: %s", self.client_ip, exc)
                     self._flush_and_close(out)
                     return
-                if isinstance(ev, smtp.Signal):  # NEED_DATA, or PAUSED (greeting not sent yet)
+                if type(ev) is DataChunk:
+                    self._chunks.append(ev.data)
+                    continue
+                if isinstance(ev, Signal):  # NEED_DATA, or PAUSED (greeting not sent yet)
                     break
-                if type(ev) is smtp.ConnectionClosed:
+                kind = type(ev)
+                if kind is ConnectionClosed:
                     self._flush_and_close(out)
                     return
-                if policy.log_commands and type(ev) is not smtp.DataChunk:
+                if log_commands:
                     log.info("%s: %r", self.client_ip, ev)
-                reply = self._handle(ev)
+                handler = _HANDLERS.get(kind)
+                if handler is None:
+                    raise AssertionError(f"unexpected SMTP event {ev!r}")
+                reply = handler(self, ev)
                 if reply is None:
                     if self._storing or self.closed:
                         break
                     continue
                 out.append(send(reply))
-                if conn.state is smtp.State.CLOSED:
+                if conn.state is _CLOSED:
                     self._flush_and_close(out)
                     return
         except Exception:
@@ -278,7 +322,7 @@ class SmtpSession(asyncio.Protocol):
             return
         if out:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if not self._storing and not conn.buffered_bytes and conn.state is not smtp.State.DATA:
+        if not self._storing and not conn.buffered_bytes and conn.state is not _DATA:
             self._in_command = False
             self.deadline = self.server.clock.monotonic() + self.server.limits.idle_timeout
 
@@ -288,87 +332,92 @@ class SmtpSession(asyncio.Protocol):
         self.closed = True
         self.transport.close()
 
-    def _handle(self, ev: smtp.Event) -> smtp.Reply | None:
-        """The reply to one event, or None when it owes none (or the store answers it)."""
-        match ev:
-            case smtp.DataChunk():
-                self._chunks.append(ev.data)
-                return None
-            case smtp.RcptTo():
-                txn = self.txn
-                if txn is None:
-                    return R.NEED_MAIL
-                hint = check_rcpt(
-                    self.setup.policy, ev.address, len(txn.recipients), routed=bool(ev.route)
-                )
-                if hint is not None:
-                    return reply_of(hint)
-                txn.recipients.append(
-                    Recipient(address=ev.address, notify=ev.notify, orcpt=ev.orcpt)
-                )
-                return R.RECIPIENT_OK
-            case smtp.MailFrom():
-                busy = self.server.busy
-                if busy is not None:
-                    return smtp.Reply.of(busy[0], busy[1], busy[2])
-                hint = check_mail(self.setup.policy, ev.size)
-                if hint is not None:
-                    return reply_of(hint)
-                self.txn = Transaction(
-                    sender=ev.address,
-                    recipients=[],
-                    env_id=ev.envid,
-                    ret=ev.ret,
-                    smtputf8=ev.smtputf8,
-                    body_8bit=ev.body == "8BITMIME",
-                )
-                return R.SENDER_OK
-            case smtp.Data():
-                self._chunks = []
-                return R.START_MAIL_INPUT
-            case smtp.EndOfData():
-                if ev.reject is not None:
-                    self._end_txn()
-                    return ev.reject
-                self._start_store(ev)
-                return None
-            case smtp.Ehlo():
-                self.helo = ev.domain
-                self.protocol = "ESMTP"
-                self._end_txn()
-                return self.setup.ehlo
-            case smtp.Helo():
-                self.helo = ev.domain
-                self.protocol = "SMTP"
-                self._end_txn()
-                return self.setup.helo
-            case smtp.Quit():
-                return self.setup.closing
-            case smtp.Rset():
-                self._end_txn()
-                return R.OK
-            case smtp.BadCommand():
-                return ev.reply
-            case smtp.Bdat():
-                return None
-            case smtp.EndOfChunk():
-                if ev.reject is not None:
-                    self._end_txn()
-                    return ev.reject
-                return smtp.Reply(
-                    code=250, lines=(f"{ev.size} octets received",), enhanced=_STATUS_OK
-                )
-            case smtp.Noop():
-                return R.OK
-            case smtp.Vrfy():
-                return R.CANNOT_VRFY
-            case smtp.Help():
-                return R.HELP
-            case smtp.StartTls():
-                return _NOT_AVAILABLE
-            case smtp.Auth() | smtp.AuthResponse():
-                return R.COMMAND_NOT_IMPLEMENTED
-        raise AssertionError(f"unexpected SMTP event {ev!r}")  # pragma: no cover
+    # --- one handler per event type (the _HANDLERS table below) ------------------------
+    # Each returns the reply, or None when it owes none (or the store answers it).
+
+    def _on_rcpt(self, ev: RcptTo) -> Reply | None:
+        txn = self.txn
+        if txn is None:
+            return R.NEED_MAIL
+        hint = check_rcpt(self.setup.policy, ev.address, len(txn.recipients), routed=bool(ev.route))
+        if hint is not None:
+            return reply_of(hint)
+        txn.recipients.append(Recipient(address=ev.address, notify=ev.notify, orcpt=ev.orcpt))
+        return R.RECIPIENT_OK
+
+    def _on_mail(self, ev: MailFrom) -> Reply | None:
+        busy = self.server.busy
+        if busy is not None:
+            return Reply.of(busy[0], busy[1], busy[2])
+        hint = check_mail(self.setup.policy, ev.size)
+        if hint is not None:
+            return reply_of(hint)
+        self.txn = Transaction(
+            sender=ev.address,
+            recipients=[],
+            env_id=ev.envid,
+            ret=ev.ret,
+            smtputf8=ev.smtputf8,
+            body_8bit=ev.body == "8BITMIME",
+        )
+        return R.SENDER_OK
+
+    def _on_data(self, ev: Data) -> Reply | None:
+        self._chunks = []
+        return R.START_MAIL_INPUT
+
+    def _on_end_of_data(self, ev: EndOfData) -> Reply | None:
+        if ev.reject is not None:
+            self._end_txn()
+            return ev.reject
+        self._start_store(ev)
+        return None
+
+    def _on_ehlo(self, ev: Ehlo) -> Reply | None:
+        self.helo = ev.domain
+        self.protocol = "ESMTP"
+        self._end_txn()
+        return self.setup.ehlo
+
+    def _on_helo(self, ev: Helo) -> Reply | None:
+        self.helo = ev.domain
+        self.protocol = "SMTP"
+        self._end_txn()
+        return self.setup.helo
+
+    def _on_quit(self, ev: Quit) -> Reply | None:
+        return self.setup.closing
+
+    def _on_rset(self, ev: Rset) -> Reply | None:
+        self._end_txn()
+        return R.OK
+
+    def _on_bad_command(self, ev: BadCommand) -> Reply | None:
+        return ev.reply
+
+    def _on_bdat(self, ev: Bdat) -> Reply | None:
+        return None
+
+    def _on_end_of_chunk(self, ev: EndOfChunk) -> Reply | None:
+        if ev.reject is not None:
+            self._end_txn()
+            return ev.reject
+        return Reply(code=250, lines=(f"{ev.size} octets received",), enhanced=_STATUS_OK)
+
+    def _on_noop(self, ev: Noop) -> Reply | None:
+        return R.OK
+
+    def _on_vrfy(self, ev: Vrfy) -> Reply | None:
+        return R.CANNOT_VRFY
+
+    def _on_help(self, ev: Help) -> Reply | None:
+        return R.HELP
+
+    def _on_starttls(self, ev: StartTls) -> Reply | None:
+        return _NOT_AVAILABLE
+
+    def _on_auth(self, ev: Auth | AuthResponse) -> Reply | None:
+        return R.COMMAND_NOT_IMPLEMENTED
 
     def _end_txn(self) -> None:
         self.txn = None
@@ -388,16 +437,17 @@ class SmtpSession(asyncio.Protocol):
         self.transport.pause_reading()
         if ev.long_lines:
             txn.long_lines = True
-        self.server.spawn(self._store(txn, content))
+        self.server.spawn(self._store_and_answer(txn, content))
 
-    async def _store(self, txn: Transaction, content: bytes) -> None:
+    async def _store_and_answer(self, txn: Transaction, content: bytes) -> None:
+        """Store, then answer (the 250 only once the message is durable), then hand off."""
         try:
-            await self._store_and_answer(txn, content)
+            await self._answer_store(txn, content)
         except Exception:
             log.exception("intake session %s failed after end of data", self.client_ip)
             self.abort()
 
-    async def _store_and_answer(self, txn: Transaction, content: bytes) -> None:
+    async def _answer_store(self, txn: Transaction, content: bytes) -> None:
         server = self.server
         result = await server.injector.inject(
             txn,
@@ -416,7 +466,7 @@ class SmtpSession(asyncio.Protocol):
                 self._hand_off(msg_id, result)
             return
         if msg_id is not None:
-            reply = smtp.Reply(code=250, lines=(f"Ok: queued as {msg_id}",), enhanced=_STATUS_OK)
+            reply = Reply(code=250, lines=(f"Ok: queued as {msg_id}",), enhanced=_STATUS_OK)
         else:
             reply = reply_of(result.reply)
         try:
@@ -435,7 +485,8 @@ class SmtpSession(asyncio.Protocol):
         self._in_command = False
         if not self._write_paused:
             self.transport.resume_reading()
-        self._pump()  # what was pipelined behind the dot, or the EOF that came with it
+        if self._peer_eof or self.conn.buffered_bytes:
+            self._pump()  # what was pipelined behind the dot, or the EOF that came with it
 
     def _hand_off(self, msg_id: int, result: InjectResult) -> None:
         envelope = result.envelope
@@ -448,3 +499,27 @@ class SmtpSession(asyncio.Protocol):
                 hooks.on_received(msg_id, envelope, result.size)
         except Exception:
             log.exception("intake hand-off hook failed for message %s", msg_id)
+
+
+_Handler = Callable[[SmtpSession, Event], Reply | None]
+
+#: Event type → its handler (one dict look-up per event instead of a chain of class tests).
+_HANDLERS: dict[type[Event], _Handler] = {
+    RcptTo: SmtpSession._on_rcpt,  # type: ignore[dict-item]
+    MailFrom: SmtpSession._on_mail,  # type: ignore[dict-item]
+    Data: SmtpSession._on_data,  # type: ignore[dict-item]
+    EndOfData: SmtpSession._on_end_of_data,  # type: ignore[dict-item]
+    Ehlo: SmtpSession._on_ehlo,  # type: ignore[dict-item]
+    Helo: SmtpSession._on_helo,  # type: ignore[dict-item]
+    Quit: SmtpSession._on_quit,  # type: ignore[dict-item]
+    Rset: SmtpSession._on_rset,  # type: ignore[dict-item]
+    BadCommand: SmtpSession._on_bad_command,  # type: ignore[dict-item]
+    Bdat: SmtpSession._on_bdat,  # type: ignore[dict-item]
+    EndOfChunk: SmtpSession._on_end_of_chunk,  # type: ignore[dict-item]
+    Noop: SmtpSession._on_noop,  # type: ignore[dict-item]
+    Vrfy: SmtpSession._on_vrfy,  # type: ignore[dict-item]
+    Help: SmtpSession._on_help,  # type: ignore[dict-item]
+    StartTls: SmtpSession._on_starttls,  # type: ignore[dict-item]
+    Auth: SmtpSession._on_auth,  # type: ignore[dict-item]
+    AuthResponse: SmtpSession._on_auth,  # type: ignore[dict-item]
+}

@@ -37,11 +37,11 @@ from sluice.smtp._grammar import (
     GrammarError,
     PathProblem,
     parse_params,
-    parse_path,
+    path_parts,
     split_path_and_params,
     xtext_decode,
 )
-from sluice.smtp._state import Input, State, is_valid
+from sluice.smtp._state import TRANSITIONS, Input, State
 from sluice.smtp.limits import (
     MAX_AUTH_LINE,
     MAX_ENVID,
@@ -167,6 +167,12 @@ def _parse_mail(verb: str, arg: str, s: Session) -> Event:
     if isinstance(split, BadCommand):
         return split
     token, param_text = split
+    if not param_text:  # the usual MAIL FROM:<path>
+        try:
+            address, route = path_parts(token, utf8=False)
+        except GrammarError as exc:
+            return _bad(_PATH_REPLIES[verb][exc.problem], verb, str(exc))
+        return MailFrom(address=address, route=route)
     ext = s.extensions
     size: int | None = None
     body: str | None = None
@@ -218,15 +224,15 @@ def _parse_mail(verb: str, arg: str, s: Session) -> Event:
         else:
             return _bad(R.UNSUPPORTED_PARAMETER, verb, f"unsupported parameter {key}")
     try:
-        path = parse_path(token, utf8=utf8)
+        address, route = path_parts(token, utf8=utf8)
     except GrammarError as exc:
         return _bad(_PATH_REPLIES[verb][exc.problem], verb, str(exc))
     limit = s.limits.max_message_size
     if size is not None and limit is not None and size > limit:
         return _bad(R.MESSAGE_TOO_BIG, verb, f"SIZE={size} over {limit}")
     return MailFrom(
-        address=path.address,
-        route=path.route,
+        address=address,
+        route=route,
         size=size,
         body=body,
         smtputf8=utf8,
@@ -274,7 +280,7 @@ def _parse_rcpt(verb: str, arg: str, s: Session) -> Event:
     notify = Notify.NONE
     orcpt: str | None = None
     try:
-        params = parse_params(param_text)
+        params = parse_params(param_text) if param_text else ()
     except GrammarError:
         return _bad(R.SYNTAX_ERROR_IN_ARGUMENTS, verb)
     seen: set[str] = set()
@@ -294,15 +300,15 @@ def _parse_rcpt(verb: str, arg: str, s: Session) -> Event:
         else:
             return _bad(R.UNSUPPORTED_PARAMETER, verb, f"unsupported parameter {key}")
     try:
-        path = parse_path(token, utf8=s.utf8, postmaster=True)
+        address, route = path_parts(token, utf8=s.utf8, postmaster=True)
     except GrammarError as exc:
         return _bad(_PATH_REPLIES[verb][exc.problem], verb, str(exc))
-    if not path.address:
+    if not address:
         return _bad(R.BAD_RECIPIENT_SYNTAX, verb, "empty forward-path")
     limit = s.limits.max_recipients
     if limit is not None and s.recipients >= limit:
         return _bad(R.TOO_MANY_RECIPIENTS, verb)
-    return RcptTo(address=path.address, route=path.route, notify=notify, orcpt=orcpt)
+    return RcptTo(address=address, route=route, notify=notify, orcpt=orcpt)
 
 
 def _parse_vrfy(verb: str, arg: str, s: Session) -> Event:
@@ -381,7 +387,8 @@ def parse_command(line: bytes, bare_lf: bool, s: Session) -> tuple[Event, Input 
             return _bad(R.INVALID_UTF8, ""), None
     verb, _, arg = text.partition(" ")
     verb = verb.upper()
-    if len(line) + 2 > s.limits.max_command_line and len(line) + 2 > _LINE_LIMITS.get(verb, 0):
+    size = len(line) + 2
+    if size > s.limits.max_command_line and size > _LINE_LIMITS.get(verb, 0):
         return _bad(R.LINE_TOO_LONG, verb), None
     entry = COMMANDS.get(verb)
     if entry is None:
@@ -389,8 +396,9 @@ def parse_command(line: bytes, bare_lf: bool, s: Session) -> tuple[Event, Input 
             return _bad(R.COMMAND_NOT_IMPLEMENTED, verb), None
         return _bad(R.COMMAND_UNRECOGNIZED, verb[:16]), None
     command, parser = entry
-    if not is_valid(s.state, command):
-        return _bad(sequence_reply(s.state, command), verb), None
+    state = s.state
+    if command not in TRANSITIONS[state]:
+        return _bad(sequence_reply(state, command), verb), None
     if not ascii and verb not in _UTF8_VERBS:
         return _bad(R.SYNTAX_ERROR_IN_ARGUMENTS, verb, "non-ASCII argument"), None
     event = parser(verb, arg, s)

@@ -60,11 +60,15 @@ _TOKEN_BAD_RE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _check_line(value: str, what: str) -> None:
+    if value.isascii() and value.isprintable():  # no control characters: the usual case
+        return
     if _CONTROL_RE.search(value) is not None:
         raise LocalProtocolError(f"{what} may not contain control characters: {value!r}")
 
 
 def _check_token(value: str, what: str) -> None:
+    if value.isascii() and value.isprintable() and value and " " not in value:
+        return  # printable ASCII without a space: the usual case
     if not value or _TOKEN_BAD_RE.search(value) is not None:
         raise LocalProtocolError(f"{what} must be a non-empty token without spaces: {value!r}")
 

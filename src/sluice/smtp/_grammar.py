@@ -5,7 +5,7 @@ Shared by both roles: the server parses with it, the client checks what it sends
 the two cannot disagree about what a valid path is. Every pattern is linear: no nested
 quantifiers that could backtrack (possessive or single-character alternatives only).
 
-Public names: PathProblem, GrammarError, Path, parse_path, split_path_and_params,
+Public names: PathProblem, GrammarError, Path, parse_path, path_parts, split_path_and_params,
 parse_params, is_domain, is_address_literal, xtext_decode, xtext_encode,
 parse_ehlo_extensions. Raises: GrammarError (with a PathProblem) from the parsers.
 """
@@ -29,6 +29,7 @@ __all__ = [
     "parse_ehlo_extensions",
     "parse_params",
     "parse_path",
+    "path_parts",
     "split_path_and_params",
     "xtext_decode",
     "xtext_encode",
@@ -121,17 +122,23 @@ def is_address_literal(text: str) -> bool:
 def parse_path(token: str, *, utf8: bool, postmaster: bool = False) -> Path:
     """Parse ``<...>`` (brackets included): ``<>``, ``<[@route,...:]mailbox>``, or with
     ``postmaster`` also ``<Postmaster>`` (RFC 5321 §4.1.1.3). Raises GrammarError."""
-    if _octets(token) > MAX_PATH:
+    address, route = path_parts(token, utf8=utf8, postmaster=postmaster)
+    return Path(address=address, route=route)
+
+
+def path_parts(token: str, *, utf8: bool, postmaster: bool = False) -> tuple[str, tuple[str, ...]]:
+    """:func:`parse_path` as a plain ``(address, route)`` pair (the server's hot path)."""
+    if (len(token) if token.isascii() else len(token.encode("utf-8"))) > MAX_PATH:
         raise GrammarError(PathProblem.PATH_TOO_LONG)
     if len(token) < 2 or token[0] != "<" or token[-1] != ">":
         raise GrammarError(PathProblem.SYNTAX, "path must be in angle brackets")
     inner = token[1:-1]
     if not inner:
-        return Path(address="")
+        return "", ()
     if not utf8 and not inner.isascii():
         raise GrammarError(PathProblem.NON_ASCII)
     if postmaster and inner.lower() == "postmaster":
-        return Path(address=inner)
+        return inner, ()
     route: tuple[str, ...] = ()
     if inner[0] == "@":
         colon = inner.find(":")
@@ -144,7 +151,7 @@ def parse_path(token: str, *, utf8: bool, postmaster: bool = False) -> Path:
     m = _MAILBOX_RE.fullmatch(inner)
     if m is None:
         raise GrammarError(PathProblem.SYNTAX)
-    local, domain = m["local"], m["domain"]
+    local, domain = m.group("local", "domain")
     if _octets(local) > MAX_LOCAL_PART or _octets(domain) > MAX_DOMAIN:
         raise GrammarError(PathProblem.NAME_TOO_LONG)
     if domain[0] == "[":
@@ -152,7 +159,7 @@ def parse_path(token: str, *, utf8: bool, postmaster: bool = False) -> Path:
             raise GrammarError(PathProblem.SYNTAX, "bad address literal")
     elif domain[0] == "-" or domain[-1] == "-" or "-." in domain or ".-" in domain:
         raise GrammarError(PathProblem.SYNTAX, "bad domain")
-    return Path(address=inner, route=route)
+    return inner, route
 
 
 def split_path_and_params(argument: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from sluice.smtp.replies import BARE_LINE_ENDING_IN_DATA, LINE_FLOOD, parse_repl
 __all__ = ["ChunkReader", "DataReader", "ReplyReader", "read_line"]
 
 _END = b"\r\n.\r\n"
+_CRLF_DOT = b"\r\n."
 
 
 def read_line(buf: ReceiveBuffer, scan_limit: int) -> tuple[bytes, bool] | None:
@@ -39,10 +40,7 @@ def read_line(buf: ReceiveBuffer, scan_limit: int) -> tuple[bytes, bool] | None:
         return None
     if i > scan_limit:
         raise RemoteProtocolError("line longer than the scan limit", reply=LINE_FLOOD)
-    line = buf.take(i + 1)
-    if i > 0 and line[i - 1] == 0x0D:
-        return line[: i - 1], False
-    return line[:i], True
+    return buf.take_line(i)
 
 
 class ReplyReader:
@@ -100,28 +98,39 @@ class DataReader:
                     return None
             elif data[1] == 0x0D and data[2] == 0x0A:
                 buf.discard(3)
-                return self._feed(b"", ended=True)
+                return self._feed(b"", ended=True, stuffed=False)
             start = 1  # a transparency dot: drop it (RFC 5321 §4.5.2)
-        idx = data.find(_END, start)
-        if idx >= 0:
-            seg = bytes(data[start : idx + 2])
-            buf.discard(idx + 5)
-            return self._feed(seg, ended=True)
+        # One search finds both the end marker and any dot-stuffed line: each starts with
+        # CRLF ".". The usual case (no dot line before the end) takes no second search.
+        dot = data.find(_CRLF_DOT, start)
+        if dot < 0:
+            stuffed = False
+        elif data[dot + 3 : dot + 5] == b"\r\n":
+            seg = bytes(data[start : dot + 2])
+            buf.discard(dot + 5)
+            return self._feed(seg, ended=True, stuffed=False)
+        else:
+            stuffed = True
+            idx = data.find(_END, dot)
+            if idx >= 0:
+                seg = bytes(data[start : idx + 2])
+                buf.discard(idx + 5)
+                return self._feed(seg, ended=True, stuffed=True)
         end = n
         if data.endswith(b"\r\n.\r"):
             end = n - 2
-        elif data.endswith(b"\r\n.") or data.endswith(b"\r"):
+        elif data.endswith(b"\r\n.") or data[-1] == 0x0D:
             end = n - 1
         if end <= start:
             return None
         seg = bytes(data[start:end])
         buf.discard(end)
-        self.at_line_start = seg.endswith(b"\r\n")
-        return self._feed(seg, ended=False)
+        self.at_line_start = seg[-2:] == b"\r\n"
+        return self._feed(seg, ended=False, stuffed=stuffed)
 
-    def _feed(self, seg: bytes, *, ended: bool) -> tuple[bytes, bool]:
-        if b"\r\n." in seg:
-            seg = seg.replace(b"\r\n.", b"\r\n")
+    def _feed(self, seg: bytes, *, ended: bool, stuffed: bool) -> tuple[bytes, bool]:
+        if stuffed and _CRLF_DOT in seg:
+            seg = seg.replace(_CRLF_DOT, b"\r\n")
         scanner = self.scanner
         out = scanner.feed(seg) if seg else b""
         if ended:

@@ -41,6 +41,23 @@ class ReceiveBuffer:
         self._scanned = len(self._data) if i < 0 else 0
         return i
 
+    def take_line(self, i: int) -> tuple[bytes, bool]:
+        """Remove the first line, whose LF is at ``i`` (from :meth:`find_lf`): ``(line
+        without its ending, ended_with_bare_lf)``, copied once."""
+        data = self._data
+        self._scanned = 0
+        if i > 0 and data[i - 1] == 0x0D:
+            line = bytes(data[: i - 1])
+            bare = False
+        else:
+            line = bytes(data[:i])
+            bare = True
+        if i + 1 == len(data):
+            data.clear()
+        else:
+            del data[: i + 1]
+        return line, bare
+
     def take(self, n: int) -> bytes:
         """Remove and return the first ``n`` bytes."""
         out = bytes(self._data[:n])

@@ -42,7 +42,7 @@ from sluice.smtp._events import (
     Signal,
 )
 from sluice.smtp._grammar import parse_ehlo_extensions
-from sluice.smtp._readers import ChunkReader, DataReader, read_line
+from sluice.smtp._readers import ChunkReader, DataReader
 from sluice.smtp._state import ENDS_GROUP, SERVER, Input, Role, State, is_valid, next_state
 from sluice.smtp.limits import BareLineEnding, Limits, LongLinePolicy
 from sluice.smtp.replies import Reply
@@ -52,6 +52,38 @@ __all__ = ["ServerConnection"]
 _CLOSED = ConnectionClosed()
 _OWED_INPUT_FOR_END = {True: Input.BDAT_LAST, False: Input.BDAT}
 
+# Module-level names for the states and inputs the hot paths compare against (a global
+# load is cheaper than an Enum class attribute).
+_ST_GREETING = State.GREETING
+_ST_DATA = State.DATA
+_ST_AUTH = State.AUTH
+_ST_TLS_HANDOFF = State.TLS_HANDOFF
+_ST_CLOSED = State.CLOSED
+_ST_ERROR = State.ERROR
+_IN_EHLO = Input.EHLO
+_IN_HELO = Input.HELO
+_IN_MAIL = Input.MAIL
+_IN_RCPT = Input.RCPT
+_IN_DATA = Input.DATA
+_IN_RSET = Input.RSET
+_IN_END_OF_DATA = Input.END_OF_DATA
+_IN_BDAT = Input.BDAT
+_IN_BDAT_LAST = Input.BDAT_LAST
+
+#: EHLO reply lines → the extensions they advertise. A server sends the same EHLO reply to
+#: every client of a policy, so it is parsed once; the dicts are shared and never mutated.
+_ehlo_memo: dict[tuple[str, ...], dict[str, str]] = {}
+_EHLO_MEMO_LIMIT = 64
+
+
+def _advertised(lines: tuple[str, ...]) -> dict[str, str]:
+    extensions = _ehlo_memo.get(lines)
+    if extensions is None:
+        extensions = parse_ehlo_extensions(lines)
+        if len(_ehlo_memo) < _EHLO_MEMO_LIMIT:
+            _ehlo_memo[lines] = extensions
+    return extensions
+
 
 class ServerConnection(Connection):
     """Server half; see the module docstring."""
@@ -60,6 +92,7 @@ class ServerConnection(Connection):
 
     __slots__ = (
         "_after_chunk",
+        "_bytes",
         "_chunk_scanner",
         "_early",
         "_owed",
@@ -90,6 +123,8 @@ class ServerConnection(Connection):
         self.forbid_unauth_pipelining = forbid_unauth_pipelining
         self._s = Session(self.limits, bare_line_ending)
         self._s.state = State.GREETED if after_starttls else State.GREETING
+        # The receive buffer's bytearray (never replaced): its truth is "bytes pending".
+        self._bytes = self._buf.data
         self._owed = False
         self._pending: Input | None = None
         self._pending_event: Event | None = None
@@ -112,14 +147,25 @@ class ServerConnection(Connection):
         return dict(self._s.extensions)
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet consumed (see :attr:`Connection.buffered_bytes`)."""
+        return len(self._bytes)
+
+    @property
     def awaiting_reply(self) -> bool:
         """A reply is owed for the last event."""
         return self._owed or self._s.state is State.GREETING
 
-    def _received(self, data: bytes) -> None:
-        if self._s.state is State.GREETING:
-            self._early = True  # RFC 5321 §4.3.1: the client waits for the greeting
-        self._buf.append(data)
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the client; ``b""`` means it closed its side."""
+        if data:
+            if self._eof:
+                raise LocalProtocolError("received data after end of file")
+            if self._s.state is _ST_GREETING:
+                self._early = True  # RFC 5321 §4.3.1: the client waits for the greeting
+            self._bytes += data
+        else:
+            self._eof = True
 
     def _fail(self, exc: RemoteProtocolError) -> RemoteProtocolError:
         self._error = exc
@@ -132,7 +178,8 @@ class ServerConnection(Connection):
     def next_event(self) -> Event | Signal:
         if self._error is not None:
             raise self._error
-        if self._s.state is State.ERROR:
+        state = self._s.state
+        if state is _ST_ERROR:
             raise LocalProtocolError("the connection is in state ERROR after a local error")
         queued = self._queued
         if queued is not None:
@@ -140,23 +187,23 @@ class ServerConnection(Connection):
             return queued
         if self._owed:
             return PAUSED
-        state = self._s.state
         if self._early or self._sync_error:
             raise self._fail(
                 RemoteProtocolError(
                     "client did not wait for a reply", reply=R.SYNCHRONIZATION_ERROR
                 )
             )
-        if state is State.CLOSED:
+        if state is _ST_CLOSED:
             return _CLOSED
-        if state is State.GREETING or state is State.TLS_HANDOFF:
-            if self._eof and state is State.GREETING:
+        if state is _ST_GREETING or state is _ST_TLS_HANDOFF:
+            if self._eof and state is _ST_GREETING:
                 self._s.state = State.CLOSED
                 return _CLOSED
             return PAUSED
         try:
-            if self._reader is not None:
-                return self._read_content(self._reader)
+            reader = self._reader
+            if reader is not None:
+                return self._read_content(reader)
             return self._read_command()
         except RemoteProtocolError as exc:
             raise self._fail(exc) from None
@@ -203,14 +250,24 @@ class ServerConnection(Connection):
         return EndOfChunk(size=sc2.size, reject=sc2.reject())
 
     def _read_command(self) -> Event | Signal:
-        got = read_line(self._buf, self.limits.line_scan_limit)
-        if got is None:
+        buf = self._buf
+        i = buf.find_lf()  # read_line, inlined: this runs once per command
+        if i < 0:
+            if len(self._bytes) > self.limits.line_scan_limit:
+                raise RemoteProtocolError("no line end within the scan limit", reply=R.LINE_FLOOD)
             return self._closed()
-        line, bare = got
+        if i > self.limits.line_scan_limit:
+            raise RemoteProtocolError("line longer than the scan limit", reply=R.LINE_FLOOD)
+        line, bare = buf.take_line(i)
         s = self._s
-        if s.state is State.AUTH:
+        if s.state is _ST_AUTH:
             return self._auth_response(line, bare)
-        if line[:5].upper() == b"BDAT " and b"\x00" not in line:
+        if (
+            len(line) > 4
+            and line[0] | 0x20 == 0x62  # "B" or "b": look closer only then
+            and line[:5].upper() == b"BDAT "
+            and b"\x00" not in line
+        ):
             return self._bdat(line)
         event, command = parse_command(line, bare, s)
         self._owed = True
@@ -268,9 +325,9 @@ class ServerConnection(Connection):
         s = self._s
         state = s.state
         code = event.code
-        if state is State.ERROR:
+        if state is _ST_ERROR:
             return event.to_bytes()
-        if state is State.GREETING:
+        if state is _ST_GREETING:
             s.state = self._next(state, Input.GREETING, code)
             return event.to_bytes()
         if not self._owed:
@@ -280,21 +337,25 @@ class ServerConnection(Connection):
         if command is None:  # a BadCommand
             if code < 400:
                 self._local_error("a refused command must get a 4xx or 5xx reply")
-            new = State.CLOSED if code == 421 else state
+            new = _ST_CLOSED if code == 421 else state
         else:
-            new = self._next(state, command, code)
-            if code < 400 or command is Input.END_OF_DATA or command is Input.BDAT_LAST:
+            try:
+                new = next_state(state, command, code)
+            except LocalProtocolError:
+                s.state = _ST_ERROR
+                raise
+            if code < 400 or command is _IN_END_OF_DATA or command is _IN_BDAT_LAST:
                 self._apply(command, event, new)
-            elif command is Input.BDAT:
+            elif command is _IN_BDAT:
                 self._end_transaction()
         self._owed = False
         self._pending = None
         s.state = new
         if (
-            self._buf
+            self._bytes
             and self.forbid_unauth_pipelining
-            and new is not State.CLOSED
-            and new is not State.TLS_HANDOFF
+            and new is not _ST_CLOSED
+            and new is not _ST_TLS_HANDOFF
             and (command in ENDS_GROUP or "PIPELINING" not in s.extensions)
         ):
             # The client sent more before a reply it had to wait for (RFC 2920 §3.1), e.g.
@@ -316,23 +377,26 @@ class ServerConnection(Connection):
     def _apply(self, command: Input, reply: Reply, new: State) -> None:
         """Side effects of a positive reply (and of any reply that ends a transaction)."""
         s = self._s
-        if command is Input.EHLO:
-            s.extensions = parse_ehlo_extensions(reply.lines)
-            self._end_transaction()
-        elif command is Input.HELO:
-            s.extensions = {}
-            self._end_transaction()
-        elif command is Input.MAIL:
+        if command is _IN_RCPT:
+            s.recipients += 1
+        elif command is _IN_MAIL:
             self._end_transaction()
             mail = self._pending_event
             s.utf8 = isinstance(mail, MailFrom) and mail.smtputf8
-        elif command is Input.RCPT:
-            s.recipients += 1
-        elif command is Input.DATA and new is State.DATA:
-            self._reader = DataReader(
-                ContentScanner(self.bare_line_ending, self.long_lines, self.limits.max_message_size)
-            )
-        elif command in (Input.RSET, Input.END_OF_DATA, Input.BDAT_LAST):
+        elif command is _IN_DATA:
+            if new is _ST_DATA:
+                self._reader = DataReader(
+                    ContentScanner(
+                        self.bare_line_ending, self.long_lines, self.limits.max_message_size
+                    )
+                )
+        elif command is _IN_EHLO:
+            s.extensions = _advertised(reply.lines)
+            self._end_transaction()
+        elif command is _IN_HELO:
+            s.extensions = {}
+            self._end_transaction()
+        elif command is _IN_RSET or command is _IN_END_OF_DATA or command is _IN_BDAT_LAST:
             self._end_transaction()
 
     def _end_transaction(self) -> None:

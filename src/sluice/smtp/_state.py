@@ -222,6 +222,13 @@ def is_valid(state: State, command: Input) -> bool:
     return command in TRANSITIONS[state]
 
 
+#: Memo of :func:`next_state` answers (the table is fixed, so an answer never changes). The
+#: keys are few (states x inputs x the codes a server actually sends); the cap only guards
+#: against a peer-driven stream of odd codes on the client side.
+_memo: dict[tuple[State, Input, int, bool], State] = {}
+_MEMO_LIMIT = 4096
+
+
 def next_state(state: State, command: Input, code: int, *, strict: bool = True) -> State:
     """The state after ``command`` issued in ``state`` got a reply with ``code``.
 
@@ -229,23 +236,30 @@ def next_state(state: State, command: Input, code: int, *, strict: bool = True) 
     Raises LocalProtocolError if the pair is not in the table or the reply class is not a
     valid answer to the command.
     """
+    key = (state, command, code, strict)
+    known = _memo.get(key)
+    if known is not None:
+        return known
     transition = TRANSITIONS[state].get(command)
     if transition is None:
         raise LocalProtocolError(f"{command.name} is not valid in state {state.name}")
-    if code == 421:
-        return S.CLOSED
-    klass = code // 100
     target: State | None
-    if klass == 2:
-        target = transition.on_2xx
-    elif klass == 3:
-        target = transition.on_3xx
-    elif klass in (4, 5):
-        return transition.on_failure
+    if code == 421:
+        target = S.CLOSED
     else:
-        target = None
-    if target is None:
-        raise LocalProtocolError(f"a {code} reply is not a valid answer to {command.name}")
-    if strict and code not in POSITIVE_CODES.get(command, _DEFAULT_POSITIVE):
-        raise LocalProtocolError(f"{code} is not a valid positive reply to {command.name}")
+        klass = code // 100
+        if klass == 2:
+            target = transition.on_2xx
+        elif klass == 3:
+            target = transition.on_3xx
+        elif klass in (4, 5):
+            target = transition.on_failure
+        else:
+            target = None
+        if target is None:
+            raise LocalProtocolError(f"a {code} reply is not a valid answer to {command.name}")
+        if klass < 4 and strict and code not in POSITIVE_CODES.get(command, _DEFAULT_POSITIVE):
+            raise LocalProtocolError(f"{code} is not a valid positive reply to {command.name}")
+    if len(_memo) < _MEMO_LIMIT:
+        _memo[key] = target
     return target

@@ -137,7 +137,7 @@ class Reply:
         if not (200 <= self.code <= 599) or not self.lines:
             raise LocalProtocolError(f"invalid reply code {self.code} or empty reply")
         for line in self.lines:
-            if _BAD_TEXT_RE.search(line) is not None:
+            if not line.isprintable() and _BAD_TEXT_RE.search(line) is not None:
                 raise LocalProtocolError(f"reply text may not contain CR, LF or NUL: {line!r}")
         if self.enhanced is not None and self.enhanced.klass != self.code // 100:
             raise LocalProtocolError(f"enhanced status {self.enhanced} does not match {self.code}")
@@ -179,6 +179,13 @@ class Reply:
             return self._wire
         except AttributeError:
             pass
+        if len(self.lines) == 1:  # the usual reply: one line, no loop
+            head = f"{self.code} {self.enhanced} " if self.enhanced is not None else f"{self.code} "
+            wire = f"{head}{self.lines[0]}".rstrip(" ").encode("utf-8") + b"\r\n"
+            if len(wire) > MAX_REPLY_LINE:
+                raise LocalProtocolError(f"reply line longer than {MAX_REPLY_LINE} octets")
+            object.__setattr__(self, "_wire", wire)
+            return wire
         prefix = f"{self.enhanced} " if self.enhanced is not None else ""
         last = len(self.lines) - 1
         parts = []
