@@ -138,6 +138,7 @@ class FrameProtocol(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.closed = False
 
     # --- asyncio.Protocol -----------------------------------------------------------
@@ -145,6 +146,7 @@ class FrameProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -188,7 +190,7 @@ class FrameProtocol(asyncio.Protocol):
         self._out.append(payload)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -60,10 +60,11 @@ EXIT_LINK_LOST = 70
 class RemoteStore:
     """The worker's spool: each store is a ``STORE`` frame answered by the manager."""
 
-    __slots__ = ("_next", "_waiting", "link")
+    __slots__ = ("_loop", "_next", "_waiting", "link")
 
     def __init__(self) -> None:
         self.link: FrameProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._next = 1
         self._waiting: dict[int, asyncio.Future[MessageId]] = {}
 
@@ -73,7 +74,10 @@ class RemoteStore:
             raise SpoolUnavailableError("no link to the queue manager")
         req = self._next
         self._next = req + 1 if req < 0xFFFFFFFF else 1
-        future: asyncio.Future[MessageId] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[MessageId] = loop.create_future()
         self._waiting[req] = future
         link.send(Kind.STORE, req, encode_store(envelope, body))
         return await future

@@ -110,7 +110,7 @@ class IntakeServer:
         self.hooks = hooks if hooks is not None else Hooks()
         self.sessions: set[SmtpSession] = set()
         self.per_client: dict[str, int] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
         self.shutting_down = False
         #: Set by the daemon while the machine is overloaded (``max-cpu-usage``): (code,
         #: enhanced, text) for new transactions; new connections get it as a 421.
@@ -121,6 +121,8 @@ class IntakeServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed: asyncio.Event | None = None
         self._setups: dict[int, PolicySetup] = {}
+        #: The loop the listeners run on (saved once: asking for it costs a getpid()).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def update_policies(self, policies: SourcePolicyMap) -> None:
         """Reload: new sessions use ``policies``; open sessions keep the policy they had."""
@@ -220,7 +222,10 @@ class IntakeServer:
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run a session's store step as a task owned by the server (awaited at shutdown)."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task: asyncio.Future[None] = asyncio.ensure_future(coro, loop=loop)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
