@@ -342,7 +342,6 @@ class DeliveryManager:
                     self.finished.append(msg_id)
                     continue
                 self.d.envelopes.pop(msg_id, None)
-                self.d.bodies.discard(msg_id)
                 self.notices.sizes.pop(msg_id, None)
             acct = self.d.acct
             if acct is not None:
@@ -435,23 +434,9 @@ class DeliveryManager:
         assert spool is not None
         transfers: list[Transfer] = []
         results: list[Result] = []
-        cache = self.d.bodies
-        bodies: list[bytes | BaseException] = []
-        missing: list[int] = []
-        for txn in action.transactions:
-            cached = cache.get(txn.msg_id)
-            if cached is None:
-                missing.append(len(bodies))
-                bodies.append(b"")
-            else:
-                bodies.append(cached)
-        if missing:
-            loaded = await asyncio.gather(
-                *(spool.load_body(action.transactions[k].msg_id) for k in missing),
-                return_exceptions=True,
-            )
-            for k, body in zip(missing, loaded, strict=True):
-                bodies[k] = body
+        bodies = await asyncio.gather(
+            *(spool.load_body(txn.msg_id) for txn in action.transactions), return_exceptions=True
+        )
         for txn, body in zip(action.transactions, bodies, strict=True):
             envelope = self.d.envelopes.get(txn.msg_id)
             if isinstance(body, BaseException) or envelope is None or session is None:

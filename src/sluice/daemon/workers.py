@@ -27,7 +27,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sluice.daemon.bodycache import BodyCache
 from sluice.daemon.ipc import FrameProtocol, Kind, decode_store
 from sluice.errors import SpoolError, SpoolFullError
 from sluice.message import Envelope, MessageId
@@ -99,13 +98,11 @@ class IntakeWorkers:
         sockets: list[socket.socket],
         spool: SqliteSpool,
         on_received: OnReceived,
-        bodies: BodyCache | None = None,
     ) -> None:
         self.options = options
         self.sockets = sockets
         self.spool = spool
         self.on_received = on_received
-        self.bodies = bodies
         self.busy = False
         self.stopping = False
         self.stored = 0
@@ -230,8 +227,6 @@ class IntakeWorkers:
                 return
             msg_id = fut.result()
             self.stored += 1
-            if self.bodies is not None:
-                self.bodies.put(msg_id, data)
             try:
                 self.on_received(msg_id, envelope, size)
             except Exception:
