@@ -26,6 +26,7 @@ from sluice.config.values import (
     kind_is_known,
     parse_duration,
     parse_rate,
+    parse_regex,
     parse_size,
     parse_value,
 )
@@ -227,3 +228,12 @@ def test_parsers_raise_only_value_form_errors(text: str) -> None:
         except ValueFormError:
             continue
         assert parse_value(kind, format_value(kind, value)) == value or kind == "regex"
+
+
+def test_a_regex_python_warns_about_compiles_to_todays_meaning() -> None:
+    # "[[a]" draws "FutureWarning: Possible nested set"; the suite turns warnings into errors.
+    pattern = parse_regex("/[[a]/")
+    assert pattern.fullmatch("[")
+    assert pattern.fullmatch("a")
+    with pytest.raises(ValueFormError):
+        parse_regex("[[")
