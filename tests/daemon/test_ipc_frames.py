@@ -132,3 +132,21 @@ def test_a_store_payload_round_trips_every_envelope_field() -> None:
     )
     content = b"Subject: x\r\n\r\nbody\r\n"
     assert decode_store(encode_store(envelope, content)) == (envelope, content)
+
+
+def test_listeners_on_both_wildcards_share_a_port() -> None:
+    """``[::]:N`` and ``0.0.0.0:N`` together, as asyncio allows in-process (IPV6_V6ONLY)."""
+    from sluice.daemon.workers import bind_listener
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        v6 = bind_listener("::", 0, 16)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 here: {exc}")
+    try:
+        port = v6.getsockname()[1]
+        v4 = bind_listener("0.0.0.0", port, 16)
+        v4.close()
+    finally:
+        v6.close()

@@ -71,7 +71,11 @@ def intake_processes(config: Config, override: int | None) -> int:
     value = global_value(config, "intake-processes")
     if isinstance(value, int):
         return max(0, value)
-    return 1 if (os.cpu_count() or 1) >= 2 else 0
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 1 if cpus >= 2 else 0
 
 
 def setup_logging(config: Config | None, verbose: bool) -> None:

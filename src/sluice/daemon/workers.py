@@ -40,6 +40,11 @@ log = logging.getLogger("sluice.daemon")
 START_TIMEOUT = 30.0
 #: Pause before starting a worker again after it died (no restart storm).
 RESTART_PAUSE = 1.0
+#: The pause doubles for a worker that keeps dying (e.g. a configuration file edited into
+#: an unreadable state), up to this; it starts again from RESTART_PAUSE after a worker has
+#: run for STABLE_AFTER seconds.
+RESTART_PAUSE_MAX = 60.0
+STABLE_AFTER = 30.0
 #: Extra seconds, beyond the listener's shutdown grace, before a stopping worker is killed.
 STOP_MARGIN = 5.0
 
@@ -52,6 +57,8 @@ def bind_listener(host: str, port: int, backlog: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as asyncio does: [::] and 0.0.0.0 may both listen
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -80,10 +87,12 @@ class WorkerOptions:
 class _Link:
     """One worker: its process and the framed link to it."""
 
-    __slots__ = ("index", "link", "proc", "ready")
+    __slots__ = ("index", "link", "pause", "proc", "ready")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        #: The pause before the next restart (grows while the worker keeps dying).
+        self.pause = RESTART_PAUSE
         self.proc: asyncio.subprocess.Process | None = None
         self.link: FrameProtocol | None = None
         self.ready: asyncio.Future[None] | None = None
@@ -151,15 +160,22 @@ class IntakeWorkers:
             argv += ["--clock-origin", "{!r},{!r}".format(*opts.clock_origin)]
         if opts.verbose:
             argv.append("-v")
-        worker.ready = loop.create_future()
+        ready: asyncio.Future[None] = loop.create_future()
+        ready.add_done_callback(_consume)  # nobody awaits a restarted worker's READY
+        worker.ready = ready
         try:
             worker.proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=[theirs.fileno(), *(s.fileno() for s in self.sockets)],
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
+        if self.stopping:  # shutdown began while this worker was starting
+            worker.proc.send_signal(signal.SIGTERM)
         _, worker.link = await loop.create_unix_connection(
             lambda: FrameProtocol(
                 lambda kind, req, payload: self._on_frame(worker, kind, req, payload),
@@ -176,17 +192,32 @@ class IntakeWorkers:
     async def _watch(self, worker: _Link) -> None:
         proc = worker.proc
         assert proc is not None
-        status = await proc.wait()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status: object = await proc.wait()
         if worker.link is not None:
             worker.link.close()
         if worker.ready is not None and not worker.ready.done():
             worker.ready.set_exception(OSError(f"intake worker exited with status {status}"))
         if self.stopping:
             return
-        log.error("intake worker %d exited with status %s; starting it again", worker.index, status)
-        await asyncio.sleep(RESTART_PAUSE)
-        if not self.stopping:
-            await self._spawn(worker)
+        pause = RESTART_PAUSE if loop.time() - started >= STABLE_AFTER else worker.pause
+        while not self.stopping:
+            log.error(
+                "intake worker %d exited with status %s; starting it again in %.0fs",
+                worker.index,
+                status,
+                pause,
+            )
+            await asyncio.sleep(pause)
+            worker.pause = pause = min(pause * 2, RESTART_PAUSE_MAX)
+            if self.stopping:
+                return
+            try:
+                await self._spawn(worker)
+                return
+            except OSError as exc:  # fork or socketpair failed (e.g. out of memory): again
+                status = f"not started: {exc}"
 
     # --- frames from workers --------------------------------------------------------
 
@@ -260,18 +291,28 @@ class IntakeWorkers:
         """SIGTERM every worker (421 to its sessions, stores in flight finish — this
         process keeps answering them), wait for it to exit, kill it past the timeout."""
         self.stopping = True
+        # Our copies of the listening sockets go first: once the workers close theirs, new
+        # connections are refused at once instead of waiting unanswered in the backlog.
+        for sock in self.sockets:
+            sock.close()
         procs = [w.proc for w in self._workers if w.proc is not None]
         for proc in procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), self.options.stop_timeout)
-            except TimeoutError:
-                log.warning("intake worker %d did not stop; killing it", proc.pid)
-                proc.kill()
-                await proc.wait()
+        waits = [asyncio.ensure_future(proc.wait()) for proc in procs]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self.options.stop_timeout)
+            for proc in procs:
+                if proc.returncode is None:
+                    log.warning("intake worker %d did not stop; killing it", proc.pid)
+                    proc.kill()
+            if late:
+                await asyncio.wait(late)
         for task in list(self._watchers):
             task.cancel()
-        for sock in self.sockets:
-            sock.close()
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Mark a READY future's exception as seen (a restarted worker's is only logged)."""
+    if not future.cancelled():
+        future.exception()
