@@ -131,24 +131,32 @@ def _odd_is_urgent(op: int) -> bool:
     return op % 2 == 1
 
 
-def test_deferred_ops_ride_with_the_next_urgent_one() -> None:
-    """Even (deferrable) ops wait for an odd (urgent) one and share its batch."""
-    seen: list[list[int]] = []
+def _deferring(seen: list[list[int]], *, max_batch: int, defer: float) -> GroupCommitter[int]:
+    """A committer (on the running loop) whose odd ops are urgent; each batch lands in
+    ``seen``, sorted."""
 
     def run(ops: Sequence[int]) -> list[object]:
         seen.append(sorted(ops))
         return list(ops)
 
+    return GroupCommitter(
+        "t",
+        run,
+        loop=asyncio.get_running_loop(),
+        linger=0.0,
+        max_batch=max_batch,
+        defer=defer,
+        urgent=_odd_is_urgent,
+    )
+
+
+def test_deferred_ops_ride_with_the_next_urgent_one() -> None:
+    """Even (deferrable) ops wait for an odd (urgent) one and share its batch."""
+    seen: list[list[int]] = []
+
     async def main() -> None:
-        gc: GroupCommitter[int] = GroupCommitter(
-            "t",
-            run,
-            loop=asyncio.get_running_loop(),
-            linger=0.0,
-            max_batch=100,
-            defer=10.0,  # far longer than the test: only the urgent op can end the wait
-            urgent=_odd_is_urgent,
-        )
+        # defer far longer than the test: only the urgent op can end the wait
+        gc = _deferring(seen, max_batch=100, defer=10.0)
         lazy = [gc.submit(0), gc.submit(2)]
         await asyncio.sleep(0.05)
         assert not any(f.done() for f in lazy)
@@ -164,15 +172,9 @@ def test_deferred_ops_ride_with_the_next_urgent_one() -> None:
 def test_deferred_ops_run_alone_after_the_deadline() -> None:
     seen: list[list[int]] = []
 
-    def run(ops: Sequence[int]) -> list[object]:
-        seen.append(sorted(ops))
-        return list(ops)
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        gc: GroupCommitter[int] = GroupCommitter(
-            "t", run, loop=loop, linger=0.0, max_batch=100, defer=0.02, urgent=_odd_is_urgent
-        )
+        gc = _deferring(seen, max_batch=100, defer=0.02)
         t0 = loop.time()
         first = gc.submit(0)
         await asyncio.sleep(0.005)
@@ -190,20 +192,8 @@ def test_deferred_ops_run_alone_after_the_deadline() -> None:
 def test_deferred_ops_go_when_the_batch_is_full_or_on_stop() -> None:
     seen: list[list[int]] = []
 
-    def run(ops: Sequence[int]) -> list[object]:
-        seen.append(sorted(ops))
-        return list(ops)
-
     async def main() -> None:
-        gc: GroupCommitter[int] = GroupCommitter(
-            "t",
-            run,
-            loop=asyncio.get_running_loop(),
-            linger=0.0,
-            max_batch=3,
-            defer=10.0,
-            urgent=_odd_is_urgent,
-        )
+        gc = _deferring(seen, max_batch=3, defer=10.0)
         assert await asyncio.gather(*(gc.submit(i) for i in (0, 2, 4))) == [0, 2, 4]
         pending = gc.submit(6)
         await asyncio.sleep(0.02)
