@@ -31,7 +31,9 @@ from sluice.daemon.manager import DeliveryManager
 from sluice.daemon.mapping import (
     ConfigSourceMap,
     acct_settings,
+    configured_host_name,
     global_value,
+    known_vmtas,
     listener_limits,
     queue_settings,
     source_ips,
@@ -176,12 +178,8 @@ class Daemon:
 
     @property
     def hostname(self) -> str:
-        if self.options.hostname:
-            return self.options.hostname
-        value = global_value(self.config, "host-name")
-        if isinstance(value, str) and value:
-            return value
-        return socket.getfqdn() or "localhost"
+        name = configured_host_name(self.config, self.options.hostname)
+        return name or socket.getfqdn() or "localhost"
 
     def spool_dir(self) -> str:
         if self.options.spool_dir:
@@ -220,7 +218,7 @@ class Daemon:
             spool=self.spool,
             clock=self.clock,
             hostname=self.hostname,
-            known_vmtas=self._known_vmtas(),
+            known_vmtas=known_vmtas(self.config),
             boot_token=f"{int(self.clock.wall())}",
         )
         mgmt_conf = mgmt_settings(self.config, hostname=self.hostname)
@@ -263,6 +261,8 @@ class Daemon:
 
     async def _start_workers(self, spool: SqliteSpool) -> None:
         """Bind every listener here, then start the intake worker processes on them."""
+        if self.options.config_path is None:
+            raise OSError("intake worker processes need the configuration file's path")
         limits = listener_limits(self.config)
         sockets = []
         try:
@@ -275,8 +275,6 @@ class Daemon:
             for sock in sockets:
                 sock.close()
             raise
-        if self.options.config_path is None:
-            raise OSError("intake worker processes need the configuration file's path")
         self.workers = IntakeWorkers(
             WorkerOptions(
                 count=self.options.intake_processes,
@@ -297,9 +295,6 @@ class Daemon:
             self.options.intake_processes,
             ", ".join(f"{h}:{p}" for h, p in self.bound),
         )
-
-    def _known_vmtas(self) -> frozenset[str]:
-        return frozenset(n.lower() for n in (*self.config.vmtas, *self.config.pools))
 
     def _cpu_limit(self) -> float | None:
         value = global_value(self.config, "max-cpu-usage")
@@ -382,9 +377,8 @@ class Daemon:
         self.scheduler.reconfigure(self._settings_for)
         if self.intake is not None:
             self.intake.update_policies(ConfigSourceMap(config))
-            self.intake.injector.set_known_vmtas(self._known_vmtas())
-        if self.injector is not None:
-            self.injector.set_known_vmtas(self._known_vmtas())
+        if self.injector is not None:  # in-process intake shares this injector
+            self.injector.set_known_vmtas(known_vmtas(config))
         if self.workers is not None:
             self.workers.reload()
         new_mgmt = mgmt_settings(config, hostname=self.hostname)

@@ -40,9 +40,11 @@ __all__ = [
     "DEFAULT_HOSTNAME",
     "ConfigSourceMap",
     "acct_settings",
+    "configured_host_name",
     "delivery_settings",
     "dns_servers",
     "global_value",
+    "known_vmtas",
     "listener_limits",
     "local_names",
     "queue_settings",
@@ -449,3 +451,17 @@ def dns_servers(config: Config) -> tuple[list[str] | None, int]:
             hosts.append(value.host)
             port = value.port if value.port is not None else port
     return (hosts or None), port
+
+
+def known_vmtas(config: Config) -> frozenset[str]:
+    """Lower-case names of every VMTA and pool (what ``X-Virtual-MTA`` may name)."""
+    return frozenset(n.lower() for n in (*config.vmtas, *config.pools))
+
+
+def configured_host_name(config: Config, override: str | None = None) -> str | None:
+    """``--hostname``, else ``host-name``; None when neither is set (the caller asks the
+    machine for its name)."""
+    if override:
+        return override
+    value = global_value(config, "host-name")
+    return value if isinstance(value, str) and value else None

@@ -37,7 +37,12 @@ from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, ConfigError
 from sluice.daemon.gctune import tune_gc
 from sluice.daemon.ipc import FrameProtocol, Kind, encode_store
-from sluice.daemon.mapping import ConfigSourceMap, global_value, listener_limits
+from sluice.daemon.mapping import (
+    ConfigSourceMap,
+    configured_host_name,
+    known_vmtas,
+    listener_limits,
+)
 from sluice.daemon.system_clock import SystemClock
 from sluice.errors import SpoolError, SpoolFullError, SpoolUnavailableError
 from sluice.intake.inject import Injector
@@ -118,10 +123,6 @@ def _limits_for(config: Config, workers: int) -> ListenerLimits:
     return limits
 
 
-def _known_vmtas(config: Config) -> frozenset[str]:
-    return frozenset(n.lower() for n in (*config.vmtas, *config.pools))
-
-
 class _Worker:
     """One worker's running state: the intake server and the link to the manager."""
 
@@ -137,15 +138,12 @@ class _Worker:
             clock = ScaledClock(clock, args.time_scale, origin=origin)
         self.clock = clock
         self.store = RemoteStore()
-        hostname = args.hostname
-        if not hostname:
-            value = global_value(config, "host-name")
-            hostname = value if isinstance(value, str) and value else socket.getfqdn()
+        hostname = configured_host_name(config, args.hostname)
         self.injector = Injector(
             spool=self.store,
             clock=clock,
-            hostname=hostname or "localhost",
-            known_vmtas=_known_vmtas(config),
+            hostname=hostname or socket.getfqdn() or "localhost",
+            known_vmtas=known_vmtas(config),
             boot_token=f"{int(clock.wall())}w{args.index}",
         )
         limits = _limits_for(config, args.workers)
@@ -190,7 +188,7 @@ class _Worker:
             return
         self.config = config
         self.intake.update_policies(ConfigSourceMap(config))
-        self.injector.set_known_vmtas(_known_vmtas(config))
+        self.injector.set_known_vmtas(known_vmtas(config))
         if link is not None:
             link.send(Kind.READY, req, b"ok")
 

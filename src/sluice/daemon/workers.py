@@ -114,7 +114,6 @@ class IntakeWorkers:
         self.on_received = on_received
         self.busy = False
         self.stopping = False
-        self.stored = 0
         self._workers = [_Link(i) for i in range(options.count)]
         self._watchers: set[asyncio.Task[None]] = set()
 
@@ -257,7 +256,6 @@ class IntakeWorkers:
                 link.send(kind, req, str(exc).encode())
                 return
             msg_id = fut.result()
-            self.stored += 1
             try:
                 self.on_received(msg_id, envelope, size)
             except Exception:
