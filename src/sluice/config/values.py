@@ -19,7 +19,6 @@ expected form.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +48,16 @@ from sluice.config._values_net import (
     parse_listen,
     parse_port,
     parse_source_host,
+)
+from sluice.config._values_text import (
+    format_regex,
+    parse_email,
+    parse_header_name,
+    parse_name,
+    parse_path,
+    parse_regex,
+    parse_string,
+    parse_word,
 )
 
 __all__ = [
@@ -361,63 +370,8 @@ def _parse_percent(text: str) -> int:
     return value
 
 
-def _parse_string(text: str) -> str:
-    if not text:
-        raise fail("a value", text)
-    return text
-
-
-def _parse_word(text: str) -> str:
-    if not text or any(c.isspace() for c in text):
-        raise fail("a single word", text)
-    return text
-
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.{}-]+|\{[^\s{}]+\}")
-
-
-def _parse_name(text: str) -> str:
-    if not _NAME_RE.fullmatch(text):
-        raise fail("a name (letters, digits, '.', '-', '_', {})", text)
-    return text
-
-
-_EMAIL_RE = re.compile(r"[^\s@,]+@[^\s@,]+")
-
-
-def _parse_email(text: str) -> str:
-    if not _EMAIL_RE.fullmatch(text.strip()):
-        raise fail("an e-mail address such as postmaster@example.com", text)
-    return text.strip()
-
-
 def _parse_email_list(text: str) -> tuple[str, ...]:
-    return tuple(_parse_email(p) for p in _split_list(text))
-
-
-def _parse_path(text: str) -> str:
-    if not text.strip():
-        raise fail("a file path", text)
-    return text.strip()
-
-
-def parse_regex(text: str) -> re.Pattern[str]:
-    """``/regex/`` (or bare text) → a compiled, case-sensitive pattern."""
-    t = text.strip()
-    if len(t) >= 2 and t.startswith("/") and t.endswith("/"):
-        t = t[1:-1]
-    try:
-        with warnings.catch_warnings():
-            # "Possible nested set" and the like: today's meaning is the one that applies.
-            warnings.simplefilter("ignore", FutureWarning)
-            return re.compile(t)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ValueFormError(f"regular expression does not compile: {exc}") from None
-
-
-def _format_regex(value: object) -> str:
-    assert isinstance(value, re.Pattern)
-    return f"/{value.pattern}/"
+    return tuple(parse_email(p) for p in _split_list(text))
 
 
 def _parse_record_list(text: str) -> tuple[str, ...]:
@@ -437,15 +391,6 @@ def _parse_record_fields(text: str) -> RecordFields:
     if any(not f or not re.fullmatch(r"\*|[A-Za-z][A-Za-z0-9_-]*", f) for f in fields):
         raise fail("field names separated by commas", words[1])
     return RecordFields(record=RECORD_TYPES[words[0].lower()], fields=fields)
-
-
-_HEADER_RE = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8 ftext: printable except ':'
-
-
-def _parse_header_name(text: str) -> str:
-    if not _HEADER_RE.fullmatch(text.strip()):
-        raise fail("a header field name such as X-Job", text)
-    return text.strip()
 
 
 def _as_int(value: object) -> int:
@@ -533,11 +478,11 @@ _PARSERS: dict[str, Parser] = {
     "volume-rate": _parse_volume_rate,
     "daily-limit": _parse_daily_limit,
     "size": parse_size,
-    "string": _parse_string,
-    "word": _parse_word,
-    "name": _parse_name,
-    "email": _parse_email,
-    "path": _parse_path,
+    "string": parse_string,
+    "word": parse_word,
+    "name": parse_name,
+    "email": parse_email,
+    "path": parse_path,
     "address": parse_ip,
     "cidr": parse_cidr,
     "listen": parse_listen,
@@ -553,7 +498,7 @@ _PARSERS: dict[str, Parser] = {
     "http-access": parse_http_access,
     "duration-or-bool": _parse_duration_or_bool,
     "email-list": _parse_email_list,
-    "header-name": _parse_header_name,
+    "header-name": parse_header_name,
 }
 
 _FORMATTERS: dict[str, Formatter] = {
@@ -585,7 +530,7 @@ _FORMATTERS: dict[str, Formatter] = {
     "cidr-rate": _fmt_cidr_pair,
     "source-host": format_source_host,
     "domain-key": _format_domain_key,
-    "regex": _format_regex,
+    "regex": format_regex,
     "record-list": _fmt_list,
     "record-fields": _fmt_record_fields,
     "http-access": _fmt_http_access,
