@@ -420,14 +420,16 @@ class ConnSampler:
         self._thread = threading.Thread(target=self._run, name="conn-sampler", daemon=True)
 
     def count(self) -> int:
-        n = 0
+        # By local address: /proc/net/tcp is read in chunks, and a socket table that changes
+        # between two chunks can list one socket twice.
+        local: set[str] = set()
         with contextlib.suppress(OSError), open("/proc/net/tcp", encoding="ascii") as f:
             next(f, None)
             for line in f:
                 parts = line.split(None, 4)
                 if len(parts) >= 4 and parts[2] == self.remote and parts[3] in _OPEN_STATES:
-                    n += 1
-        return n
+                    local.add(parts[1])
+        return len(local)
 
     def _run(self) -> None:
         while not self._stop.is_set():
