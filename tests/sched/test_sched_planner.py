@@ -26,6 +26,7 @@ from sluice.sched import (
     QueueMode,
     QueueSettings,
     QueueThrottles,
+    RateLimit,
     Removed,
     Result,
     Scheduler,
@@ -124,6 +125,39 @@ def test_max_msg_per_connection() -> None:
     assert max(d.ledger.msgs_per_conn.values()) == 3
     assert len(d.ledger.connects) == 4  # 3 + 3 + 3 + 1
     assert sum(c.reason is CloseReason.MAX_MSG for c in d.ledger.closes) == 3
+
+
+def test_a_rate_limited_queue_replaces_a_connection_closed_after_max_msg_at_once() -> None:
+    # Two connections at 3,600/h (one message a second); the second opened only when the
+    # rate allowed a message and the first was busy. When the first reaches
+    # max-msg-per-connection its replacement opens in the same turn, even though the rate
+    # has no message to spare right now: the queue keeps the concurrency it grew to.
+    settings = QueueSettings(
+        max_smtp_out=5, max_msg_per_connection=2, max_msg_rate=RateLimit.per_hour(3600)
+    )
+    sched = make(settings)
+    for i in range(20):
+        sched.add(Q, i, [0], 1000.0, 1000.0)
+    first = open_one(sched, 1000.0)
+    (d1,) = of(sched.plan(1000.0), Deliver)
+    (connect,) = of(sched.plan(1001.0), Connect)  # the rate allows one more, first is busy
+    second = connect.connection_id
+    sched.connection_opened(second, 1001.0)
+    of(sched.plan(1001.0), Deliver)
+    (txn,) = d1.transactions
+    sched.report(
+        first, [Result(msg_id=txn.msg_id, rcpts=txn.rcpts, outcome=Outcome.delivered())], 1001.5
+    )
+    (d2,) = of(sched.plan(1002.0), Deliver)
+    assert d2.connection_id == first
+    (txn,) = d2.transactions
+    done = sched.report(
+        first, [Result(msg_id=txn.msg_id, rcpts=txn.rcpts, outcome=Outcome.delivered())], 1002.2
+    )
+    assert Close(queue=Q, connection_id=first, reason=CloseReason.MAX_MSG) in done
+    actions = sched.plan(1002.2)  # the next message may go only at 1003.0
+    assert len(of(actions, Connect)) == 1
+    assert not of(actions, Deliver)
 
 
 def test_max_errors_per_connection_closes_and_the_rest_goes_on_a_new_one() -> None:

@@ -35,6 +35,13 @@ from sluice.sched.throttle import Gcra, Throttle
 
 __all__ = ["Shaping", "limiter_wait"]
 
+#: A message that goes this many rate intervals (exclusive) to this many (inclusive) later
+#: than its rate allowed, with more work ready, waited for a connection: the queue may grow
+#: (Sluice's choice). Less is wake-up jitter; more means the queue was idle, not short of
+#: connections.
+LAG_MIN = 1.0
+LAG_MAX = 4.0
+
 
 class Shaping(SchedulerState):
     """Reply rules, backoff, source IPs and rate limiters."""
@@ -315,6 +322,8 @@ class Shaping(SchedulerState):
             if at is not None:
                 return at, True
         if q.msg_gcra is not None:
+            if q.ready and LAG_MIN < q.msg_gcra.lateness(now) / q.msg_gcra.rate.interval <= LAG_MAX:
+                q.lagging = True
             q.msg_gcra.take(now, n)
         if size and q.volume_gcra is not None:
             q.volume_gcra.take(now, size)

@@ -143,6 +143,8 @@ class SchedulerState:
         conn.state = CLOSING
         conn.close_reason = reason
         q.closing += 1
+        if reason is CloseReason.MAX_MSG:
+            q.replacements += 1
         actions.append(Close(queue=q.name, connection_id=conn.id, reason=reason))
 
     def _forget(self, conn: Conn) -> None:

@@ -244,6 +244,8 @@ class Scheduler(Feedback):
                 if queue_wide:
                     q.send_after = at
         if not q.ready:
+            q.replacements = 0
+            q.lagging = False
             self._idle_out(q, now, actions)
             return 0
         if q.send_after > now:
@@ -257,14 +259,24 @@ class Scheduler(Feedback):
         cap = q.health.cap(limit)
         want = min(cap - q.active_connections(), len(q.ready) - q.connecting)
         if want > 0 and (q.msg_gcra is not None or q.volume_gcra is not None):
+            if q.replacements > 0:
+                # A connection closed after max-msg-per-connection is replaced at once
+                # ("close the connection and open a new one"): it was part of the
+                # concurrency the queue had grown to, and growing back one connection at a
+                # time would let the rate sag below what the limit allows.
+                # Not above the cap while the old connection is still closing.
+                return max(0, min(want, q.replacements, cap - len(q.conns)))
             # A rate-limited queue opens a connection only when its rate would let a message
-            # go now and no open connection could take it, one at a time (``burst`` at a
-            # time): it grows to the concurrency its rate and the remote's speed need, not to
+            # go now and no open connection could take it, or when a message had to wait a
+            # whole rate interval for a free connection; one at a time (``burst`` at a time):
+            # it grows to the concurrency its rate and the remote's speed need, not to
             # max-smtp-out.
             free_at = limiter_wait(now, q.msg_gcra, q.volume_gcra)
             if free_at is not None:
-                self._wake(q, free_at)
-                return 0
+                if not q.lagging:
+                    self._wake(q, free_at)
+                    return 0
+                want = min(want, cap - len(q.conns))
             burst = 1 if q.msg_gcra is None else q.msg_gcra.rate.burst
             want = min(want, burst - q.connecting)
         return want
@@ -389,6 +401,9 @@ class Scheduler(Feedback):
                 return i
             q.conns[conn.id] = conn
             q.connecting += 1
+            q.lagging = False
+            if q.replacements:
+                q.replacements -= 1
             self._conns[conn.id] = conn
             source = None if conn.source is None else conn.source.address
             actions.append(Connect(queue=q.name, connection_id=conn.id, source=source))

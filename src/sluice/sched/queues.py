@@ -218,6 +218,7 @@ class ScheduledQueue:
         "events",
         "health",
         "idle",
+        "lagging",
         "limits",
         "mode",
         "msg_gcra",
@@ -228,6 +229,7 @@ class ScheduledQueue:
         "paused",
         "rampup_gcra",
         "ready",
+        "replacements",
         "rr",
         "send_after",
         "settings",
@@ -279,6 +281,11 @@ class ScheduledQueue:
         self.connect_after = 0.0
         #: A message throttle said "not before": no Deliver until then.
         self.send_after = 0.0
+        #: Connections closed after ``max-msg-per-connection`` and not yet replaced.
+        self.replacements = 0
+        #: A message went a whole rate interval later than the rate allowed (no connection
+        #: was free for it): the connections, not the rate, hold the queue back.
+        self.lagging = False
 
     # ---- settings ---------------------------------------------------------------------
 

@@ -115,9 +115,12 @@ def slower(a: RateLimit | None, b: RateLimit | None) -> RateLimit | None:
     return a if a.interval >= b.interval else b
 
 
-#: Wake-up lateness the limiter forgives per unit, in seconds (Sluice's choice: uvloop timers
-#: fire to the millisecond and the scheduler's wake times are rounded up to 1/1024 s).
-LATENESS_SLACK = 0.002
+#: Wake-up lateness the limiter forgives per unit, as a fraction of its interval (Sluice's
+#: choice). Timers fire a fraction of a millisecond late on an idle loop, but a busy loop
+#: wakes a few milliseconds late, and under a scaled clock (``--time-scale 180``) a real
+#: millisecond is 0.18 s of scheduler time: a fixed allowance would be eaten and every late
+#: wake-up would push all later units back (250/s measured ~225/s at the receiver).
+LATENESS_FRACTION = 0.5
 
 
 class Gcra:
@@ -126,11 +129,10 @@ class Gcra:
     Keeps one number, the theoretical arrival time (TAT) of the next unit. A request at
     ``now`` conforms when ``now >= TAT − (burst − 1)·interval``; it then moves TAT to
     ``TAT + n·interval`` when it is at most ``slack`` late (else ``now + n·interval``), where
-    ``slack`` (:data:`LATENESS_SLACK`, at most
-    a tenth of the interval) absorbs the small lateness of the caller's wake-up: timers fire
-    a fraction of a millisecond late, and without the slack every late wake-up would push
-    all later units back, so 50/s measured 48.2/s at the receiver. The price is that a
-    window of ``W`` seconds may hold ``burst + (W + slack)·count/seconds`` units.
+    ``slack`` (:data:`LATENESS_FRACTION` of the interval) absorbs the lateness of the
+    caller's wake-up: without it every late wake-up would push all later units back, so
+    50/s measured 48.2/s at the receiver. The price is that a window of ``W`` seconds may
+    hold ``burst + (W + slack)·count/seconds`` units: at most half a unit more.
     :meth:`set_rate` changes the rate in place (see there).
     """
 
@@ -157,9 +159,13 @@ class Gcra:
         at = self._tat - self._tau
         return None if now >= at else at
 
+    def lateness(self, now: float) -> float:
+        """How long a unit has been free to go at ``now`` (negative: not yet free)."""
+        return now - self._tat
+
     def take(self, now: float, n: int) -> None:
         """Take ``n`` units unconditionally (after :meth:`available_at` said yes)."""
-        slack = min(LATENESS_SLACK, 0.1 * self._interval)
+        slack = LATENESS_FRACTION * self._interval
         # Late by at most ``slack``: keep the schedule; idle longer: start from now (no credit).
         base = self._tat if now - self._tat <= slack else now
         self._tat = base + n * self._interval
