@@ -23,6 +23,7 @@ from sluice.config import load_config_text
 from sluice.daemon.lifecycle import Daemon, DaemonOptions
 from sluice.daemon.system_clock import SystemClock
 from sluice.errors import SpoolUnavailableError
+from sluice.message import MessageId
 from sluice.sim import Ledger, ReceiverSpec, SimCluster
 from sluice.spool.base import RcptUpdate
 from sluice.spool.sqlite import SqliteSpool
@@ -188,6 +189,7 @@ async def _run_with_flaky_marks(tmp_path: Path) -> tuple[int, int, int]:
         spool = daemon.spool
         assert spool is not None
         real_mark = spool.mark
+        real_remove = spool.remove
 
         async def flaky_mark(updates: Sequence[RcptUpdate]) -> None:
             if failures[0]:
@@ -195,7 +197,15 @@ async def _run_with_flaky_marks(tmp_path: Path) -> tuple[int, int, int]:
                 raise SpoolUnavailableError("injected: disk I/O error")
             await real_mark(updates)
 
-        daemon.spool = cast(SqliteSpool, _Proxy(spool, mark=flaky_mark))
+        async def flaky_remove(msg_id: MessageId) -> None:
+            # A finished message is removed without its marks; when the removal fails, its
+            # marks are written instead (and fail here too, once), and both are retried.
+            if failures[0]:
+                failures[0] -= 1
+                raise SpoolUnavailableError("injected: disk I/O error")
+            await real_remove(msg_id)
+
+        daemon.spool = cast(SqliteSpool, _Proxy(spool, mark=flaky_mark, remove=flaky_remove))
         try:
             for i in range(3):
                 body = f"Subject: {i}\r\n\r\nbody\r\n".encode()

@@ -61,6 +61,9 @@ log = logging.getLogger("sluice.delivery")
 #: Longest sleep between plans when the scheduler asks for no earlier wake (seconds).
 MAX_IDLE_SLEEP = 1.0
 
+#: How long stopping waits for a flush in progress before cancelling it (seconds).
+FLUSH_STOP_TIMEOUT = 10.0
+
 
 class DeliveryManager:
     """Carries out the scheduler's decisions for one daemon."""
@@ -86,6 +89,9 @@ class DeliveryManager:
         #: Our own host names: an MX pointing at one of them is a mail loop (5.4.6).
         self._local_names = local_names(daemon.config)
         self._loop_task: asyncio.Task[None] | None = None
+        #: The flusher: writes each turn's outcomes while the planner goes on dispatching.
+        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_wanted = asyncio.Event()
         self._stopping = False
         nameservers, port = dns_servers(daemon.config)
         self.resolver = CachingResolver(
@@ -97,6 +103,7 @@ class DeliveryManager:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop_task = loop.create_task(self._run(), name="delivery-manager")
+        self._flush_task = loop.create_task(self._flusher(), name="delivery-flusher")
         if self.d.pending_actions:
             pending, self.d.pending_actions = self.d.pending_actions, []
             self.execute(pending)
@@ -115,6 +122,15 @@ class DeliveryManager:
             self._loop_task.cancel()
             try:
                 await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        if self._flush_task is not None:
+            # Let a flush in progress finish (cancelling it would drop its snapshot).
+            self._flush_wanted.set()
+            await asyncio.wait({self._flush_task}, timeout=FLUSH_STOP_TIMEOUT)
+            self._flush_task.cancel()
+            try:
+                await self._flush_task
             except asyncio.CancelledError:
                 pass
         for task in list(self.tasks):
@@ -138,7 +154,8 @@ class DeliveryManager:
             self.wake_at = None
             try:
                 self.execute(self.sched.plan(now))
-                await self._flush()
+                if self._pending_outcomes():
+                    self._flush_wanted.set()
             except Exception:  # a bug must not stop delivery for good: log, pause, go on
                 log.exception("delivery manager: turn failed; retrying in %.0fs", MAX_IDLE_SLEEP)
                 await asyncio.sleep(MAX_IDLE_SLEEP)
@@ -151,6 +168,29 @@ class DeliveryManager:
                     await asyncio.wait_for(wakeup.wait(), delay)
                 except TimeoutError:
                     pass
+
+    def _pending_outcomes(self) -> bool:
+        notices = self.notices
+        return bool(self.updates or self.finished or notices.records or notices.dsn_jobs)
+
+    async def _flusher(self) -> None:
+        """Flush the outcomes of each turn in the background.
+
+        A flush waits for spool commits (an fsync each); the planner must not wait with it,
+        or every idle connection would sit out the fsync before its next message. The turn
+        loop asks for a flush whenever outcomes are pending (at least once a second while a
+        failed flush is being retried); one runs at a time, and one more follows if outcomes
+        arrived meanwhile.
+        """
+        wanted = self._flush_wanted
+        while not self._stopping:
+            await wanted.wait()
+            wanted.clear()
+            try:
+                await self._flush()
+            except Exception:  # a bug must not stop flushing for good: log, pause, go on
+                log.exception("delivery manager: flush failed; retrying in %.0fs", MAX_IDLE_SLEEP)
+                await asyncio.sleep(MAX_IDLE_SLEEP)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -306,7 +346,10 @@ class DeliveryManager:
 
         One snapshot of the pending DSNs, marks and finished messages is taken up front;
         what arrives while this flush awaits waits for the next one. So a message is removed
-        only after its DSN is queued and the marks that made it final are written. A spool
+        only after its DSN is queued. A finished message's own marks are not written: its
+        removal is one atomic commit that makes every recipient's outcome durable at once
+        (a crash before it means a duplicate, never a loss — D4); if the removal fails, its
+        marks are written instead before any accounting record claims the outcome. A spool
         failure puts the snapshot back for the next turn: nothing is forgotten, nothing is
         removed early.
         """
@@ -319,9 +362,13 @@ class DeliveryManager:
             finished, self.finished = self.finished, []
             records, self.notices.records = self.notices.records, []
             failed_jobs = await self.notices.send_dsns(jobs) if jobs else []
-            if updates:
+            waiting = {job[0] for job in failed_jobs}
+            removable = [m for m in finished if m not in waiting]
+            gone = set(removable)
+            marks = [u for u in updates if u.msg_id not in gone] if gone else updates
+            if marks:
                 try:
-                    await spool.mark(updates)
+                    await spool.mark(marks)
                 except SpoolError as exc:
                     log.error("spool: recipient updates not written, retrying: %s", exc)
                     self.notices.dsn_jobs[:0] = failed_jobs
@@ -329,26 +376,43 @@ class DeliveryManager:
                     self.finished[:0] = finished
                     self.notices.records[:0] = records
                     return
-            waiting = {job[0] for job in failed_jobs}
             self.notices.dsn_jobs[:0] = failed_jobs
-            removable = [m for m in finished if m not in waiting]
             self.finished[:0] = [m for m in finished if m in waiting]
             results = await asyncio.gather(
                 *(spool.remove(m) for m in removable), return_exceptions=True
             )
+            kept: set[MessageId] = set()
             for msg_id, result in zip(removable, results, strict=True):
                 if isinstance(result, SpoolError) and not isinstance(result, UnknownMessageError):
                     log.error("spool: message %d not removed, retrying: %s", msg_id, result)
                     self.finished.append(msg_id)
+                    kept.add(msg_id)
                     continue
                 self.d.envelopes.pop(msg_id, None)
+                self.d.bodies.discard(msg_id)
                 self.notices.sizes.pop(msg_id, None)
+            if kept and not await self._mark_kept([u for u in updates if u.msg_id in kept]):
+                self.notices.records[:0] = records
+                return
             acct = self.d.acct
             if acct is not None:
                 # Written only now: a record never claims an outcome the spool might forget.
                 for record in records:
                     acct.record(record)
                 acct.flush()
+
+    async def _mark_kept(self, updates: list[RcptUpdate]) -> bool:
+        """Write the marks of finished messages whose removal failed; False if that failed
+        too (the marks wait for the next turn, and so do this turn's accounting records)."""
+        spool = self.d.spool
+        assert spool is not None
+        try:
+            await spool.mark(updates)
+        except SpoolError as exc:
+            log.error("spool: recipient updates not written, retrying: %s", exc)
+            self.updates[:0] = updates
+            return False
+        return True
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -434,9 +498,23 @@ class DeliveryManager:
         assert spool is not None
         transfers: list[Transfer] = []
         results: list[Result] = []
-        bodies = await asyncio.gather(
-            *(spool.load_body(txn.msg_id) for txn in action.transactions), return_exceptions=True
-        )
+        cache = self.d.bodies
+        bodies: list[bytes | BaseException] = []
+        missing: list[int] = []
+        for txn in action.transactions:
+            cached = cache.get(txn.msg_id)
+            if cached is None:
+                missing.append(len(bodies))
+                bodies.append(b"")
+            else:
+                bodies.append(cached)
+        if missing:
+            loaded = await asyncio.gather(
+                *(spool.load_body(action.transactions[k].msg_id) for k in missing),
+                return_exceptions=True,
+            )
+            for k, body in zip(missing, loaded, strict=True):
+                bodies[k] = body
         for txn, body in zip(action.transactions, bodies, strict=True):
             envelope = self.d.envelopes.get(txn.msg_id)
             if isinstance(body, BaseException) or envelope is None or session is None:
