@@ -62,7 +62,7 @@ async def connect_host(
         proto.abort("no greeting")
         why = "greeting timeout" if how is Wait.TIMEOUT else proto.closed_reason
         return ConnectFailed(reason=f"no greeting: {why}")
-    greeting = proto.replies.pop(0).reply
+    greeting = proto.replies.pop(0)
     if not greeting.is_positive:
         await quit_and_close(proto, settings.quit_timeout)
         return Greeting(code=greeting.code, text=greeting_text(greeting))
@@ -77,7 +77,7 @@ async def connect_host(
             proto.abort("no reply to EHLO/HELO")
             why = "timeout" if how is Wait.TIMEOUT else proto.closed_reason
             return ConnectFailed(reason=f"no reply to {type(hello).__name__.upper()}: {why}")
-        reply = proto.replies.pop(0).reply
+        reply = proto.replies.pop(0)
         if not reply.is_permanent or isinstance(hello, Helo):
             break
     assert reply is not None

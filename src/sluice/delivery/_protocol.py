@@ -1,10 +1,12 @@
 """The asyncio Protocol under one outbound session: bytes ⇄ the sans-IO client engine.
 
 ``ClientProtocol`` feeds what arrives into ``smtp.Connection(CLIENT)`` and collects the
-``ReplyReceived`` events; the session writes a whole pipelined group, then awaits one future
-that completes when the replies it expects have arrived — or the connection closed, the
-engine saw a protocol error or a 421, or the timer ran out. One future and one timer per
-reply group; nothing per command.
+replies (``read_replies``); the session writes a whole pipelined group, then awaits one
+future that completes when the replies it expects have arrived — or the connection closed,
+the engine saw a protocol error or a 421, or the deadline passed. One future per reply
+group; nothing per command. The deadline is watched by one timer per connection that is
+left armed between waits: a wait moves only the deadline, and the timer re-arms itself for
+it when it fires early (it is re-armed at once only when the new deadline comes first).
 
 Write-side flow control: the transport's high-water mark is 0, so ``pause_writing`` fires
 whenever bytes wait in user space and ``resume_writing`` when all were handed to the kernel.
@@ -24,9 +26,8 @@ from sluice.smtp import (
     CLIENT,
     ClientConnection,
     Connection,
-    ConnectionClosed,
     RemoteProtocolError,
-    ReplyReceived,
+    Reply,
     State,
 )
 
@@ -56,14 +57,18 @@ class ClientProtocol(asyncio.Protocol):
         self.conn: ClientConnection = conn
         self.transport: asyncio.Transport | None = None
         #: Replies received and not yet taken by the session, oldest first.
-        self.replies: list[ReplyReceived] = []
+        self.replies: list[Reply] = []
         #: Why the connection ended ("" while it is up).
         self.closed_reason = ""
         self.closed = False
         self.paused = False
         self._want = 0
         self._waiter: asyncio.Future[Wait] | None = None
+        #: When the current wait times out (loop time).
+        self._deadline = 0.0
+        #: The deadline timer and the loop time it is armed for.
         self._timer: asyncio.TimerHandle | None = None
+        self._armed = 0.0
         self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio callbacks -----------------------------------------------------------------
@@ -78,13 +83,7 @@ class ClientProtocol(asyncio.Protocol):
         conn = self.conn
         try:
             conn.receive_data(data)
-            replies = self.replies
-            while True:
-                ev = conn.next_event()
-                if type(ev) is ReplyReceived:
-                    replies.append(ev)
-                else:
-                    break
+            conn.read_replies(self.replies)
         except RemoteProtocolError as exc:
             self._lost(f"protocol error from the server: {exc}")
             return
@@ -96,11 +95,7 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         try:
             self.conn.receive_data(b"")
-            ev = self.conn.next_event()
-            while type(ev) is ReplyReceived:  # pragma: no cover - replies come before EOF
-                self.replies.append(ev)
-                ev = self.conn.next_event()
-            assert isinstance(ev, ConnectionClosed) or ev is not None
+            self.conn.read_replies(self.replies)  # replies come before EOF: usually none
         except RemoteProtocolError:
             pass
         self._lost("connection closed by the server")
@@ -142,10 +137,17 @@ class ClientProtocol(asyncio.Protocol):
             return Wait.DONE
         if self.closed:
             return Wait.CLOSED
-        waiter: asyncio.Future[Wait] = self.loop.create_future()
+        loop = self.loop
+        waiter: asyncio.Future[Wait] = loop.create_future()
         self._waiter = waiter
         self._want = count
-        self._timer = self.loop.call_later(timeout, self._finish, Wait.TIMEOUT)
+        deadline = self._deadline = loop.time() + timeout
+        timer = self._timer
+        if timer is None or self._armed > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._armed = deadline
+            self._timer = loop.call_at(deadline, self._on_timer)
         return await waiter
 
     async def drain(self, timeout: float) -> bool:
@@ -174,13 +176,21 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- internals -------------------------------------------------------------------------
 
+    def _on_timer(self) -> None:
+        """The timer fired: time out the wait whose deadline it was armed for, re-arm for a
+        later deadline, or (no wait) stay disarmed until the next wait."""
+        self._timer = None
+        if self._waiter is None:
+            return
+        if self._deadline <= self._armed:
+            self._finish(Wait.TIMEOUT)
+        else:
+            self._armed = self._deadline
+            self._timer = self.loop.call_at(self._armed, self._on_timer)
+
     def _finish(self, how: Wait) -> None:
         waiter = self._waiter
         self._waiter = None
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
         if waiter is not None and not waiter.done():
             waiter.set_result(how)
 
@@ -188,6 +198,10 @@ class ClientProtocol(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.closed_reason = reason
+            timer = self._timer  # nothing more to wait for: do not keep us alive until it fires
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)

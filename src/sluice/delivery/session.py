@@ -43,7 +43,6 @@ from sluice.delivery.values import (
     reply_outcome,
     route_outcome,
 )
-from sluice.message.envelope import Notify
 from sluice.routing import (
     AttemptPlan,
     FallbackEvent,
@@ -54,8 +53,6 @@ from sluice.routing import (
 from sluice.sched.outcome import OutcomeKind, Result, Scope
 from sluice.smtp import (
     Data,
-    DataChunk,
-    EndOfData,
     Event,
     LocalProtocolError,
     MailFrom,
@@ -63,19 +60,14 @@ from sluice.smtp import (
     Reply,
     Rset,
     State,
-    check_body,
 )
 
 __all__ = ["Session", "open_session"]
 
-#: RFC 5321 §4.5.3.1.6 / RFC 5322 §2.1.1: no line may exceed 998 octets; a body no longer
-#: than that cannot hold one (the fast path skips the line scan).
-MAX_LINE = 998
 #: States in which a new transaction may begin (MAIL/RCPT: after a pending RSET).
 _USABLE = (State.READY, State.MAIL, State.RCPT)
 _RSET = Rset()
 _DATA = Data()
-_END = EndOfData()
 
 T = OutcomeKind.TRANSIENT
 P = OutcomeKind.PERMANENT
@@ -234,12 +226,18 @@ class Session:
         assert mail is not None
         results: list[Result] = []
         rcpts: list[tuple[int, RcptTo]] = []
+        dsn = self._dsn
         for r in t.rcpts:
             try:
-                rcpts.append((r.index, self._rcpt_to(r.address, r.notify, r.orcpt)))
+                if dsn:
+                    ev = RcptTo(address=r.address, notify=r.notify, orcpt=r.orcpt)
+                else:
+                    ev = RcptTo(address=r.address)
             except LocalProtocolError as exc:
                 bad = local_outcome(P, Scope.RECIPIENT, "5.1.3", str(exc), Phase.LOCAL, code=553)
                 results.append(Result(msg_id=t.msg_id, rcpts=(r.index,), outcome=bad))
+            else:
+                rcpts.append((r.index, ev))
         if not rcpts:
             return self._report(t, results)
         self.transactions += 1
@@ -266,8 +264,11 @@ class Session:
     def _mail_from(self, t: Transfer) -> tuple[MailFrom | None, DeliveryOutcome | None]:
         """The MAIL FROM for ``t``, or why ``t`` cannot be sent to this server at all."""
         body = t.body
-        if b"\x00" in body or (len(body) > MAX_LINE and check_body(body) is not None):
-            why = "NUL octet" if b"\x00" in body else "line longer than 998 octets"
+        # The engine checks the body once here and remembers it, so sending this same body
+        # after the 354 does not scan it again.
+        problem = self._proto.conn.check_content(body)
+        if problem is not None:
+            why = "NUL octet" if problem == "nul" else "line longer than 998 octets"
             return None, local_outcome(
                 P, Scope.MESSAGE, "5.6.0", f"message cannot be sent: {why}", Phase.LOCAL, code=554
             )
@@ -290,7 +291,12 @@ class Session:
                 Phase.LOCAL,
                 code=554,
             )
-        ascii_paths = t.sender.isascii() and all(r.address.isascii() for r in t.rcpts)
+        ascii_paths = t.sender.isascii()
+        if ascii_paths:
+            for r in t.rcpts:
+                if not r.address.isascii():
+                    ascii_paths = False
+                    break
         utf8 = not ascii_paths or (t.smtputf8 and eight_bit)
         if utf8 and not self._utf8:
             return None, local_outcome(
@@ -315,11 +321,6 @@ class Session:
             return None, local_outcome(P, Scope.MESSAGE, "5.1.7", str(exc), Phase.LOCAL, code=553)
         return mail, None
 
-    def _rcpt_to(self, address: str, notify: Notify, orcpt: str | None) -> RcptTo:
-        if self._dsn:
-            return RcptTo(address=address, notify=notify, orcpt=orcpt)
-        return RcptTo(address=address)
-
     async def _envelope(
         self, t: Transfer, mail: MailFrom, rcpts: list[tuple[int, RcptTo]], results: list[Result]
     ) -> list[int] | None:
@@ -332,18 +333,15 @@ class Session:
         replies: list[Reply] = []
         how = Wait.DONE
         if self._pipelining:
-            parts = []
-            if self._need_rset:
-                parts.append(conn.send(_RSET))
-            parts.append(conn.send(mail))
-            parts.extend(conn.send(ev) for _, ev in rcpts)
-            parts.append(conn.send(_DATA))
+            send = conn.send
+            parts = [send(_RSET), send(mail)] if self._need_rset else [send(mail)]
+            for _, ev in rcpts:
+                parts.append(send(ev))
+            parts.append(send(_DATA))
             proto.write(b"".join(parts))
-            want = len(parts)
-            how = await proto.wait_replies(want, timeout)
-            got = proto.replies
+            how = await proto.wait_replies(len(parts), timeout)
+            replies = proto.replies
             proto.replies = []
-            replies = [ev.reply for ev in got]
             if self._need_rset:
                 self._need_rset = False
                 if replies:
@@ -372,7 +370,7 @@ class Session:
         proto.write(proto.conn.send(ev))
         how = await proto.wait_replies(1, timeout)
         if proto.replies:
-            replies.append(proto.replies.pop(0).reply)
+            replies.append(proto.replies.pop(0))
         return how
 
     def _judge_envelope(
@@ -387,12 +385,12 @@ class Session:
         n = len(replies)
         if how is Wait.TIMEOUT:
             self._proto.abort("timeout waiting for a reply")
-        lost = self._lost_outcome(Phase.MAIL, how)
         if n == 0:
+            lost = self._lost_outcome(Phase.MAIL, how)
             results.append(Result(msg_id=msg_id, rcpts=tuple(i for i, _ in rcpts), outcome=lost))
             return None
         mail_reply = replies[0]
-        if not mail_reply.is_positive:
+        if mail_reply.code >= 300:  # not is_positive
             outcome = self._refusal(mail_reply, Scope.MESSAGE, Phase.MAIL)
             results.append(Result(msg_id=msg_id, rcpts=tuple(i for i, _ in rcpts), outcome=outcome))
             return None
@@ -403,7 +401,7 @@ class Session:
                 unanswered.append(index)
                 continue
             reply = replies[k]
-            if reply.is_positive:
+            if reply.code < 300:  # is_positive
                 accepted.append(index)
             else:
                 outcome = self._refusal(reply, Scope.RECIPIENT, Phase.RCPT)
@@ -438,8 +436,8 @@ class Session:
         msg_id = t.msg_id
         rcpts = tuple(accepted)
         try:
-            wire = conn.send(DataChunk(data=t.body)) + conn.send(_END)
-        except LocalProtocolError as exc:  # pragma: no cover - check_body ran first
+            wire = conn.send_message(t.body)  # send(DataChunk) + send(EndOfData) in one
+        except LocalProtocolError as exc:  # pragma: no cover - check_content ran first
             proto.abort(f"content refused by the engine: {exc}")
             bad = local_outcome(P, Scope.MESSAGE, "5.6.0", str(exc), Phase.CONTENT, code=554)
             results.append(Result(msg_id=msg_id, rcpts=rcpts, outcome=bad))
@@ -475,7 +473,7 @@ class Session:
                     return self._report(t, results, data_sent=True)
                 return self._ambiguous(t, rcpts, results, "no reply to the final dot in time")
             return self._ambiguous(t, rcpts, results, proto.closed_reason)
-        reply = proto.replies.pop(0).reply
+        reply = proto.replies.pop(0)
         if reply.is_positive:
             outcome = reply_outcome(reply, Scope.RECIPIENT, Phase.DOT)
         else:

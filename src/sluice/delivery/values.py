@@ -123,19 +123,14 @@ class Transfer:
     ) -> Transfer:
         """The transfer of ``body`` to the envelope recipients at ``rcpt_indexes``."""
         recipients = envelope.recipients
-        rcpts = tuple(
-            TransferRcpt(
-                index=i,
-                address=recipients[i].address,
-                notify=recipients[i].notify,
-                orcpt=recipients[i].orcpt,
-            )
-            for i in rcpt_indexes
-        )
+        rcpts: list[TransferRcpt] = []
+        for i in rcpt_indexes:
+            r = recipients[i]
+            rcpts.append(TransferRcpt(index=i, address=r.address, notify=r.notify, orcpt=r.orcpt))
         return cls(
             msg_id=msg_id,
             sender=envelope.sender,
-            rcpts=rcpts,
+            rcpts=tuple(rcpts),
             body=body,
             envid=envelope.env_id,
             ret=envelope.ret,
@@ -205,12 +200,18 @@ class ConnectFailure:
 # Builders
 
 
+def _joined(reply: Reply) -> str:
+    lines = reply.lines
+    if len(lines) == 1:  # the usual reply: its one line, as the join would give it
+        return lines[0]
+    return " ".join(line for line in lines if line)
+
+
 def reply_line(reply: Reply) -> str:
     """A reply as one line of text: ``550 5.1.1 text of every line``."""
-    text = " ".join(line for line in reply.lines if line)
     if reply.enhanced is not None:
-        return f"{reply.code} {reply.enhanced} {text}".rstrip()
-    return f"{reply.code} {text}".rstrip()
+        return f"{reply.code} {reply.enhanced} {_joined(reply)}".rstrip()
+    return f"{reply.code} {_joined(reply)}".rstrip()
 
 
 _KIND_OF_CLASS = {2: OutcomeKind.DELIVERED, 3: OutcomeKind.DELIVERED, 4: OutcomeKind.TRANSIENT}
@@ -218,14 +219,20 @@ _KIND_OF_CLASS = {2: OutcomeKind.DELIVERED, 3: OutcomeKind.DELIVERED, 4: Outcome
 
 def reply_outcome(reply: Reply, scope: Scope, phase: Phase) -> DeliveryOutcome:
     """The outcome a reply decides: 2xx delivered, 4xx transient, 5xx permanent."""
-    klass = reply.code // 100
+    code = reply.code
+    klass = code // 100
     kind = _KIND_OF_CLASS.get(klass, OutcomeKind.PERMANENT)
-    status = str(reply.enhanced) if reply.enhanced is not None else f"{min(klass, 5)}.0.0"
+    if reply.enhanced is not None:
+        status = str(reply.enhanced)
+        text = f"{code} {status} {_joined(reply)}".rstrip()  # reply_line, status made once
+    else:
+        status = f"{min(klass, 5)}.0.0"
+        text = f"{code} {_joined(reply)}".rstrip()
     return DeliveryOutcome(
         kind=kind,
         scope=scope,
-        text=reply_line(reply),
-        code=reply.code,
+        text=text,
+        code=code,
         status=status,
         phase=phase,
     )

@@ -11,10 +11,12 @@ every bare CR or LF becomes CRLF, lines starting with a dot get another (RFC 532
 and a NUL or a line over 998 octets raises LocalProtocolError before any of that piece is
 returned (the caller must wrap or refuse such a message; see :func:`check_body`).
 
-Public names: ContentScanner, BodyEncoder, check_body, MAX_CONTENT_LINE.
+Public names: ContentScanner, BodyEncoder, check_body, inspect_body, MAX_CONTENT_LINE.
 """
 
 from __future__ import annotations
+
+import re
 
 from sluice.smtp._errors import LocalProtocolError
 from sluice.smtp.limits import MAX_TEXT_LINE, BareLineEnding, LongLinePolicy
@@ -32,6 +34,7 @@ __all__ = [
     "ContentScanner",
     "check_body",
     "has_bare_line_ending",
+    "inspect_body",
     "longest_line_exceeds",
 ]
 
@@ -43,6 +46,9 @@ def _normalize(seg: bytes) -> bytes:
     """Every CRLF, bare CR and bare LF → CRLF (three C passes)."""
     return seg.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
+
+#: A line that starts with a dot, which gets another (RFC 5321 §4.5.2).
+_DOT_LINE = re.compile(rb"\r\n\.")
 
 #: Byte → 1 for CR (resp. LF), 0 otherwise: ``bytes.translate`` tables for the pairing check.
 _CR_MARKS = bytes(int(i == 0x0D) for i in range(256))
@@ -185,18 +191,34 @@ class ContentScanner:
         return None
 
 
+def inspect_body(body: bytes) -> tuple[str | None, bool]:
+    """``(why body cannot be sent as is, body is canonical CRLF)``: the first item is what
+    :func:`check_body` returns; the second says no line ending needs converting.
+
+    C-level passes only: NUL, the CR/LF pairing check, then the long-line jumps (only for a
+    body longer than one line can be). A canonical body is scanned as it is, never copied.
+    """
+    if b"\x00" in body:
+        return "nul", False
+    if (b"\r" in body or b"\n" in body) and has_bare_line_ending(body):
+        canonical = False
+        canon = _normalize(body)
+    else:
+        canonical = True
+        canon = body
+    # Normalising never lengthens a line, so a body no longer than the limit has no long line.
+    if len(body) > MAX_CONTENT_LINE and longest_line_exceeds(canon, 0, MAX_CONTENT_LINE)[0]:
+        return "long-line", canonical
+    return None, canonical
+
+
 def check_body(body: bytes) -> str | None:
     """Why ``body`` cannot be sent as is (``"nul"`` or ``"long-line"``), or None.
 
     Line endings are counted after normalisation (any CR, LF or CRLF ends a line). Call it
     before DATA: a message that fails needs wrapping (long lines) or refusal (NUL).
     """
-    if b"\x00" in body:
-        return "nul"
-    canon = _normalize(body) if (b"\r" in body or b"\n" in body) else body
-    if len(canon) > MAX_CONTENT_LINE and longest_line_exceeds(canon, 0, MAX_CONTENT_LINE)[0]:
-        return "long-line"
-    return None
+    return inspect_body(body)[0]
 
 
 class BodyEncoder:
@@ -233,9 +255,27 @@ class BodyEncoder:
         else:
             nl = data.rfind(b"\n")
             self.line_len = self.line_len + len(data) if nl < 0 else len(data) - nl - 1
-        if b"\r\n." in data:
+        if _DOT_LINE.search(data) is not None:  # the regex finds it faster than ``in``
             data = data.replace(b"\r\n.", b"\r\n..")
         if self.at_line_start and data[:1] == b".":
+            data = b"." + data
+        self.at_line_start = data.endswith(b"\r\n")
+        return data
+
+    def encode_inspected(self, data: bytes) -> bytes:
+        """:meth:`encode` for content that :func:`inspect_body` found sendable and canonical
+        (``(None, True)``), at the start of the content: the same bytes, without the NUL,
+        line-ending and line-length passes that cannot change or refuse it. Only the engine
+        calls it, with the very bytes object it inspected; anywhere but at the start of the
+        content it is plain :meth:`encode`."""
+        if self.pending_cr or not self.at_line_start or self.line_len or not data:
+            return self.encode(data)
+        # Canonical content does not end with a bare CR, so nothing is held back; every LF
+        # ends a CRLF, so the unfinished last line starts after the last LF.
+        self.line_len = len(data) - data.rfind(b"\n") - 1
+        if _DOT_LINE.search(data) is not None:
+            data = data.replace(b"\r\n.", b"\r\n..")
+        if data[:1] == b".":
             data = b"." + data
         self.at_line_start = data.endswith(b"\r\n")
         return data

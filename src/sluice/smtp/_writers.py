@@ -2,14 +2,14 @@
 grammar the server parses with); replies serialise themselves (``Reply.to_bytes``).
 
 Each writer returns the bytes or raises LocalProtocolError (the event cannot be put on the
-wire as a valid SMTP line).
+wire as a valid SMTP line). Every path is checked with the grammar before it is written;
+a reverse-path that passed once is remembered (senders repeat from message to message), so
+the check is not redone for it.
 
 Public names: write_command.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from sluice.message.envelope import Notify
 from sluice.smtp._errors import LocalProtocolError
@@ -30,25 +30,56 @@ from sluice.smtp._events import (
     StartTls,
     Vrfy,
 )
-from sluice.smtp._grammar import GrammarError, parse_path, xtext_encode
+from sluice.smtp._grammar import GrammarError, path_parts, xtext_encode
 from sluice.smtp.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_PARAMETER_LINE
 
 __all__ = ["write_command"]
+
+
+#: Route-less reverse-paths that passed the grammar: (address, utf8) → the ``<...>`` token.
+#: Only paths that were valid go in, so a hit skips nothing the check would refuse.
+_SENDER_PATHS: dict[tuple[str, bool], str] = {}
+#: Bound of that memo; when full it starts over (many distinct senders, e.g. VERP).
+_SENDER_PATHS_LIMIT = 1024
 
 
 def _path(address: str, route: tuple[str, ...], *, utf8: bool, postmaster: bool) -> str:
     prefix = ",".join(f"@{d}" for d in route) + ":" if route else ""
     token = f"<{prefix}{address}>"
     try:
-        parse_path(token, utf8=utf8, postmaster=postmaster)
+        path_parts(token, utf8=utf8, postmaster=postmaster)
     except GrammarError as exc:
         raise LocalProtocolError(f"cannot send path {token!r}: {exc}") from exc
     return token
 
 
+def _reverse_path(address: str, route: tuple[str, ...], utf8: bool) -> str:
+    """:func:`_path` for MAIL FROM, remembering the route-less ones that passed."""
+    if route:
+        return _path(address, route, utf8=utf8, postmaster=False)
+    key = (address, utf8)
+    token = _SENDER_PATHS.get(key)
+    if token is None:
+        token = _path(address, route, utf8=utf8, postmaster=False)
+        if len(_SENDER_PATHS) >= _SENDER_PATHS_LIMIT:
+            _SENDER_PATHS.clear()
+        _SENDER_PATHS[key] = token
+    return token
+
+
 def _mail(ev: Event) -> str:
     assert isinstance(ev, MailFrom)
-    parts = [f"MAIL FROM:{_path(ev.address, ev.route, utf8=ev.smtputf8, postmaster=False)}"]
+    path = _reverse_path(ev.address, ev.route, ev.smtputf8)
+    if (
+        ev.size is None
+        and ev.body is None
+        and not ev.smtputf8
+        and ev.ret is None
+        and ev.envid is None
+        and ev.auth is None
+    ):
+        return f"MAIL FROM:{path}"  # no parameters: the usual case without a SIZE offer
+    parts = [f"MAIL FROM:{path}"]
     if ev.size is not None:
         parts.append(f"SIZE={ev.size}")
     if ev.body is not None:
@@ -81,7 +112,10 @@ def _notify(flags: Notify) -> str:
 
 def _rcpt(ev: Event, utf8: bool) -> str:
     assert isinstance(ev, RcptTo)
-    parts = [f"RCPT TO:{_path(ev.address, ev.route, utf8=utf8, postmaster=True)}"]
+    path = _path(ev.address, ev.route, utf8=utf8, postmaster=True)
+    if not ev.notify and ev.orcpt is None:
+        return f"RCPT TO:{path}"
+    parts = [f"RCPT TO:{path}"]
     if ev.notify:
         parts.append(f"NOTIFY={_notify(ev.notify)}")
     if ev.orcpt is not None:
@@ -125,18 +159,24 @@ _LIMIT: dict[type[Event], int] = {
     Auth: MAX_AUTH_LINE,
     AuthResponse: MAX_AUTH_LINE,
 }
-_WRITER: dict[type[Event], Callable[[Event], str]] = {MailFrom: _mail}
+
+
+_DATA_LINE = b"DATA\r\n"
 
 
 def write_command(ev: Event, *, utf8: bool = False) -> bytes:
     """A command event → its line with CRLF. ``utf8``: the transaction uses SMTPUTF8 (RCPT
     paths may then be non-ASCII). Raises LocalProtocolError."""
-    if isinstance(ev, RcptTo):
+    cls = type(ev)
+    if cls is RcptTo:
         text = _rcpt(ev, utf8)
+    elif cls is MailFrom:
+        text = _mail(ev)
+    elif cls is Data:
+        return _DATA_LINE
     else:
-        writer = _WRITER.get(type(ev), _simple)
-        text = writer(ev)
-    line = text.encode("utf-8") + b"\r\n"
-    if len(line) > _LIMIT.get(type(ev), MAX_COMMAND_LINE):
-        raise LocalProtocolError(f"{type(ev).__name__} line longer than the RFC 5321 limit")
+        text = _simple(ev)
+    line = (text + "\r\n").encode("utf-8")
+    if len(line) > _LIMIT.get(cls, MAX_COMMAND_LINE):
+        raise LocalProtocolError(f"{cls.__name__} line longer than the RFC 5321 limit")
     return line

@@ -97,17 +97,19 @@ class EnhancedStatus:
     #: 4 network and routing, 5 mail delivery protocol, 6 content, 7 security.
     subject: int
     detail: int
+    #: ``str(self)``, made once (every outcome and log line asks for it).
+    _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        text = f"{self.klass}.{self.subject}.{self.detail}"
         if self.klass not in (2, 4, 5) or not (
             0 <= self.subject <= 999 and 0 <= self.detail <= 999
         ):
-            raise LocalProtocolError(
-                f"invalid enhanced status {self.klass}.{self.subject}.{self.detail}"
-            )
+            raise LocalProtocolError(f"invalid enhanced status {text}")
+        object.__setattr__(self, "_text", text)
 
     def __str__(self) -> str:
-        return f"{self.klass}.{self.subject}.{self.detail}"
+        return self._text
 
 
 def parse_enhanced(text: str) -> EnhancedStatus | None:
@@ -215,6 +217,49 @@ def _clean(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").replace("\x00", "\ufffd").replace("\r", "\ufffd")
 
 
+#: Enhanced status prefixes already seen (``"2.1.0 "``) → the status and whether the prefix
+#: is written as the status prints (no leading zeros), which decides whether it is stripped
+#: from the text. Bounded, so odd statuses from a peer cannot grow it without limit.
+_STATUS_MEMO: dict[str, tuple[EnhancedStatus, bool]] = {}
+_STATUS_MEMO_LIMIT = 1024
+
+
+def _status(m: re.Match[str]) -> tuple[EnhancedStatus, bool]:
+    """The status an ``_ENHANCED_PREFIX_RE`` match names, and whether it prints as written."""
+    prefix = m[0]
+    known = _STATUS_MEMO.get(prefix)
+    if known is None:
+        status = EnhancedStatus(klass=int(m[1]), subject=int(m[2]), detail=int(m[3]))
+        known = (status, prefix.strip() == str(status))
+        if len(_STATUS_MEMO) < _STATUS_MEMO_LIMIT:
+            _STATUS_MEMO[prefix] = known
+    return known
+
+
+def _parse_one(raw: bytes) -> Reply:
+    """:func:`parse_reply` of a one-line reply (the usual case), without the loops."""
+    m = _REPLY_LINE_RE.match(raw)
+    if m is None:
+        raise RemoteProtocolError(f"malformed reply line {raw[:80]!r}")
+    if m[2] == b"-":
+        raise RemoteProtocolError(f"reply continuation marker misplaced in {raw[:80]!r}")
+    code = int(m[1])
+    rest = m[3]
+    if not rest:
+        text = ""
+    elif rest.isascii() and b"\x00" not in rest and b"\r" not in rest:
+        text = rest.decode("ascii")  # what _clean gives for such text
+    else:
+        text = _clean(rest)
+    status = None
+    m2 = _ENHANCED_PREFIX_RE.match(text)
+    if m2 is not None and int(m2[1]) == code // 100:
+        status, as_printed = _status(m2)
+        if as_printed:
+            text = text[m2.end() :]
+    return Reply(code=code, lines=(text,), enhanced=status)
+
+
 def parse_reply(raw_lines: Sequence[bytes]) -> Reply:
     """Build a Reply from its received lines (without CRLF), the last one having ``code SP``.
 
@@ -222,6 +267,8 @@ def parse_reply(raw_lines: Sequence[bytes]) -> Reply:
     the reply code (RFC 2034 §4); a matching prefix is stripped from every line. Raises
     RemoteProtocolError when a line is not ``ddd[-| ]text`` or the codes differ.
     """
+    if len(raw_lines) == 1:
+        return _parse_one(raw_lines[0])
     code = -1
     texts: list[str] = []
     for i, raw in enumerate(raw_lines):
@@ -241,7 +288,7 @@ def parse_reply(raw_lines: Sequence[bytes]) -> Reply:
     status = None
     m2 = _ENHANCED_PREFIX_RE.match(texts[0])
     if m2 is not None and int(m2[1]) == code // 100:
-        status = EnhancedStatus(klass=int(m2[1]), subject=int(m2[2]), detail=int(m2[3]))
+        status = _status(m2)[0]
         texts = [
             t[mm.end() :]
             if (mm := _ENHANCED_PREFIX_RE.match(t)) and mm[0].strip() == str(status)
