@@ -26,6 +26,7 @@ from sluice.bounce import Classifier
 from sluice.clock import Clock, ScaledClock
 from sluice.config import Config, ConfigError, parse_queue_name
 from sluice.config.model import Listener
+from sluice.daemon.bodycache import BodyCache
 from sluice.daemon.cpu import CPU_SAMPLE_INTERVAL, cpu_busy, read_cpu_times
 from sluice.daemon.manager import DeliveryManager
 from sluice.daemon.mapping import (
@@ -123,6 +124,8 @@ class Daemon:
         self.acct: AcctLog | None = None
         #: Envelopes of messages still in the system (needed to deliver and to account).
         self.envelopes: dict[MessageId, Envelope] = {}
+        #: Bodies of freshly stored messages, for their first delivery (a cache).
+        self.bodies = BodyCache()
         #: Recipients of each message not yet in a final state.
         self.remaining: dict[MessageId, int] = {}
         self.bound: list[tuple[str, int]] = []
@@ -288,6 +291,7 @@ class Daemon:
             sockets,
             spool,
             self._received,
+            self.bodies,
         )
         await self.workers.start()
         log.info(

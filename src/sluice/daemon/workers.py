@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sluice.daemon.bodycache import BodyCache
 from sluice.daemon.ipc import FrameProtocol, Kind, decode_store
 from sluice.errors import SpoolError, SpoolFullError
 from sluice.message import Envelope, MessageId
@@ -107,11 +108,13 @@ class IntakeWorkers:
         sockets: list[socket.socket],
         spool: SqliteSpool,
         on_received: OnReceived,
+        bodies: BodyCache | None = None,
     ) -> None:
         self.options = options
         self.sockets = sockets
         self.spool = spool
         self.on_received = on_received
+        self.bodies = bodies
         self.busy = False
         self.stopping = False
         self._workers = [_Link(i) for i in range(options.count)]
@@ -256,6 +259,8 @@ class IntakeWorkers:
                 link.send(kind, req, str(exc).encode())
                 return
             msg_id = fut.result()
+            if self.bodies is not None:
+                self.bodies.put(msg_id, data)
             try:
                 self.on_received(msg_id, envelope, size)
             except Exception:
