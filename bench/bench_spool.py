@@ -6,6 +6,10 @@ Prints numbers; asserts nothing. Examples::
     python bench/bench_spool.py mark --n 50000
     python bench/bench_spool.py cycle --batches 10,100 --n 20000 --repeat 5
     python bench/bench_spool.py recover --recover-n 1000000 --dir /var/tmp/spool1m [--drop-caches]
+    python bench/bench_spool.py relay --kind segment --n 20000 --repeat 3
+
+``--kind sqlite|segment`` picks the implementation (SqliteSpool or SegmentSpool) for every
+mode; ``recover`` builds and measures a spool of that kind.
 
 ``cycle`` measures the CPU cost of a message's whole life in the spool, the way a relay uses
 it: rounds of ``batch`` concurrent stores (one commit), one ``mark`` of their final states
@@ -34,7 +38,14 @@ import time
 import uvloop
 
 from sluice.message import Envelope, RcptState, Recipient
-from sluice.spool import RcptUpdate, SqliteSpool
+from sluice.spool import AnySpool, RcptUpdate, open_spool
+
+#: The implementation every mode opens (set by ``--kind``).
+KIND = "sqlite"
+
+
+async def open_kind(path: str, **kw: float | int | bool | None) -> AnySpool:
+    return await open_spool(path, kind=KIND, **kw)
 
 
 def envelope(i: int) -> Envelope:
@@ -62,7 +73,7 @@ async def bench_store(
     path: str, concurrency: int, n: int, size: int, linger: float | None
 ) -> dict[str, float]:
     kw = {} if linger is None else {"linger": linger}
-    spool = await SqliteSpool.open(path, **kw)  # type: ignore[arg-type]
+    spool = await open_kind(path, **kw)  # type: ignore[arg-type]
     bodies = [body(i, size) for i in range(64)]
     counter = iter(range(n))
 
@@ -91,7 +102,7 @@ def _thread_cpu(thread_id: int | None) -> float:
 
 async def bench_cycle(path: str, batch: int, n: int, size: int, mark: bool) -> dict[str, float]:
     """One run of the store → (mark) → remove life cycle in rounds of ``batch`` messages."""
-    spool = await SqliteSpool.open(path, max_batch=max(batch, 512))
+    spool = await open_kind(path, max_batch=max(batch, 512))
     writer_id = spool._wq._thread.ident
     envs = [envelope(i) for i in range(n)]
     bodies = [body(i, size) for i in range(64)]
@@ -132,12 +143,21 @@ async def bench_cycle(path: str, batch: int, n: int, size: int, mark: bool) -> d
 
 
 async def bench_relay(
-    path: str, rate: float, storers: int, n: int, size: int, *, defer: float | None
+    path: str,
+    rate: float,
+    storers: int,
+    n: int,
+    size: int,
+    *,
+    defer: float | None,
+    lazy_removes: bool = False,
 ) -> dict[str, float]:
     """The spool's traffic in a relay: paced stores from ``storers`` sessions; a manager loop
     that marks every stored message delivered (one call) and then removes them."""
-    kw = {} if defer is None else {"defer": defer}
-    spool = await SqliteSpool.open(path, **kw)  # type: ignore[arg-type]
+    kw: dict[str, float | bool] = {} if defer is None else {"defer": defer}
+    if lazy_removes:
+        kw["sync_removes"] = False
+    spool = await open_kind(path, **kw)  # type: ignore[arg-type]
     writer_id = spool._wq._thread.ident
     envs = [envelope(i) for i in range(n)]
     bodies = [body(i, size) for i in range(64)]
@@ -192,7 +212,7 @@ async def bench_relay(
 
 
 async def bench_mark(path: str, n: int, batch: int, concurrency: int) -> dict[str, float]:
-    spool = await SqliteSpool.open(path, max_batch=4096)
+    spool = await open_kind(path, max_batch=4096)
     ids = list(await asyncio.gather(*(spool.store(envelope(i), body(i, 2048)) for i in range(n))))
     chunks = [ids[i : i + batch] for i in range(0, n, batch)]
     it = iter(chunks)
@@ -225,7 +245,7 @@ async def bench_mark(path: str, n: int, batch: int, concurrency: int) -> dict[st
 
 
 async def build(path: str, n: int, size: int) -> None:
-    spool = await SqliteSpool.open(path, max_batch=20_000)
+    spool = await open_kind(path, max_batch=20_000)
     have = sum(1 for _ in spool.recover())
     b = body(0, size)
     step = 20_000
@@ -240,7 +260,7 @@ async def build(path: str, n: int, size: int) -> None:
 
 
 async def mark_all_deferred(path: str) -> None:
-    spool = await SqliteSpool.open(path, max_batch=64)
+    spool = await open_kind(path, max_batch=64)
     ids = [m.msg_id for m in spool.recover()]
     t0 = time.perf_counter()
     step = 10_000
@@ -271,7 +291,7 @@ def measure_recovery(path: str, keep: bool) -> None:
 
     async def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
-        spool = await SqliteSpool.open(path)
+        spool = await open_kind(path)
         t_open = time.perf_counter() - t0
         index: dict[str, list[int]] = {}
         kept = []
@@ -291,7 +311,7 @@ def measure_recovery(path: str, keep: bool) -> None:
         print(
             f"recovered {count} messages into {len(index)} queues: open {t_open:.2f} s, "
             f"total {wall:.2f} s wall, {cpu:.2f} s CPU, peak RSS {rss:.0f} MB"
-            f"{' (keeping every SpooledMessage)' if keep else ' (index of ids only)'}"
+            f"{' (keeping every SpooledMessage)' if keep else ' (index of ids only)'} [{KIND}]"
         )
         await spool.close()
 
@@ -321,7 +341,15 @@ def main() -> None:
     )
     p.add_argument("--drop-caches", action="store_true", help="recover: cold page cache (root)")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--kind", choices=["sqlite", "segment"], default="sqlite")
+    p.add_argument(
+        "--lazy-removes",
+        action="store_true",
+        help="relay, segment only: sync_removes=False (removes ride on the next fsync)",
+    )
     a = p.parse_args()
+    global KIND
+    KIND = a.kind
     if a.what == "_measure":
         measure_recovery(a.dir, a.keep)
         return
@@ -337,7 +365,8 @@ def main() -> None:
                 r = asyncio.run(bench_store(path, c, a.n, a.size, a.linger))
                 shutil.rmtree(path)
                 print(
-                    f"store size={a.size} concurrency={c:4d}: {r['msgs_per_s']:8.0f} msgs/s, "
+                    f"[{KIND}] store size={a.size} concurrency={c:4d}: "
+                    f"{r['msgs_per_s']:8.0f} msgs/s, "
                     f"{r['cpu_s_per_1000']:.3f} CPU s/1000, {r['commits']:.0f} commits, "
                     f"avg batch {r['avg_batch']:.1f}"
                 )
@@ -352,7 +381,8 @@ def main() -> None:
                     med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
                     spread = sorted(round(r["us_per_msg"]) for r in runs)
                     print(
-                        f"cycle size={a.size} batch={b:4d} store+{'mark+' if mark else ''}remove: "
+                        f"[{KIND}] cycle size={a.size} batch={b:4d} "
+                        f"store+{'mark+' if mark else ''}remove: "
                         f"{med['us_per_msg']:6.1f} CPU us/msg (runs {spread}), "
                         f"writer thread {med['writer_us_per_msg']:6.1f}, "
                         f"system {med['sys_us_per_msg']:5.1f}; {med['msgs_per_s']:6.0f} msgs/s"
@@ -362,12 +392,24 @@ def main() -> None:
             runs = []
             for k in range(a.repeat):
                 path = os.path.join(base, f"relay-{k}")
-                runs.append(asyncio.run(bench_relay(path, a.rate, c, a.n, a.size, defer=a.defer)))
+                runs.append(
+                    asyncio.run(
+                        bench_relay(
+                            path,
+                            a.rate,
+                            c,
+                            a.n,
+                            a.size,
+                            defer=a.defer,
+                            lazy_removes=a.lazy_removes,
+                        )
+                    )
+                )
                 shutil.rmtree(path)
             med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
             spread = sorted(round(r["us_per_msg"]) for r in runs)
             print(
-                f"relay size={a.size} rate={a.rate:.0f}/s storers={c}: "
+                f"[{KIND}] relay size={a.size} rate={a.rate:.0f}/s storers={c}: "
                 f"{med['us_per_msg']:6.1f} CPU us/msg (runs {spread}), "
                 f"writer thread {med['writer_us_per_msg']:6.1f}; "
                 f"{med['commits_per_msg']:.2f} commits/msg; {med['msgs_per_s']:6.0f} msgs/s"
@@ -377,7 +419,7 @@ def main() -> None:
             r = asyncio.run(bench_mark(path, a.n, a.batch, 10))
             shutil.rmtree(path)
             print(
-                f"marks (batches of {a.batch}, 10 concurrent callers): "
+                f"[{KIND}] marks (batches of {a.batch}, 10 concurrent callers): "
                 f"deferrals {r['defer_marks_per_s']:.0f}/s, finals {r['final_marks_per_s']:.0f}/s; "
                 f"removes (all concurrent) {r['removes_per_s']:.0f}/s"
             )
@@ -389,7 +431,7 @@ def main() -> None:
                 os.sync()
                 with open("/proc/sys/vm/drop_caches", "w") as f:
                     f.write("3\n")
-            cmd = [sys.executable, __file__, "_measure", "--dir", base]
+            cmd = [sys.executable, __file__, "_measure", "--dir", base, "--kind", a.kind]
             if a.keep:
                 cmd.append("--keep")
             subprocess.run(cmd, check=True)
