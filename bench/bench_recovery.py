@@ -1,7 +1,8 @@
 """Benchmark: how long ``sluice run`` takes to recover a big spool and accept mail again.
 
 Builds (once; reused when ``--dir`` already holds N messages) a spool of N queued
-single-recipient 2 KB messages directly through SqliteSpool, 500 destination domains, then
+single-recipient 2 KB messages directly through the spool (``--kind segment``, the default
+format, or ``sqlite``; an existing ``--dir`` keeps its own), 500 destination domains, then
 starts ``python -m sluice run --no-deliver -c CONF --spool DIR`` and measures, from the
 spawn: the first 220 greeting, and the 250 to one new message. Prints those times, the
 daemon's own recovery/ready log lines, and its peak RSS (VmHWM) read from /proc just
@@ -9,7 +10,8 @@ before it is stopped. Asserts nothing (issue 3 target: 1,000,000 messages → ac
 within 30 s).
 
     python bench/bench_recovery.py --n 100000
-    python bench/bench_recovery.py --n 1000000 --dir /var/tmp/sluice-spool-1m [--drop-caches]
+    python bench/bench_recovery.py --n 1000000 --dir /var/tmp/sluice-seg-1m [--drop-caches]
+    python bench/bench_recovery.py --n 1000000 --kind sqlite --dir /var/tmp/sluice-spool-1m
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 import uvloop
 
 from sluice.message import Envelope, Recipient
-from sluice.spool import SqliteSpool
+from sluice.spool import open_spool, spool_kind_at
 
 DOMAINS = 500
 BUILD_STEP = 20_000
@@ -51,8 +53,9 @@ def body(size: int) -> bytes:
     return head + b"x" * max(0, size - len(head) - 2) + b"\r\n"
 
 
-async def build(path: str, n: int, size: int) -> None:
-    spool = await SqliteSpool.open(path, max_batch=BUILD_STEP)
+async def build(path: str, n: int, size: int, kind: str) -> None:
+    kind = spool_kind_at(path) or kind
+    spool = await open_spool(path, kind=kind, max_batch=BUILD_STEP)
     have = sum(1 for _ in spool.recover())
     data = body(size)
     t0 = time.perf_counter()
@@ -143,12 +146,13 @@ def main() -> None:
     p.add_argument("--dir", default=None, help="spool directory (kept; default: a temp dir)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this long")
     p.add_argument("--drop-caches", action="store_true", help="cold page cache (root)")
+    p.add_argument("--kind", default="segment", help="format of a new spool: segment, sqlite")
     a = p.parse_args()
     workdir = tempfile.mkdtemp(prefix="sluice-bench-recovery-", dir="/var/tmp")
     spool_dir = a.dir or os.path.join(workdir, "spool")
     try:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(build(spool_dir, a.n, a.size))
+        asyncio.run(build(spool_dir, a.n, a.size, a.kind))
         if a.drop_caches:
             os.sync()
             with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as f:

@@ -106,7 +106,8 @@ log-fallback-failures use-starttls require-starttls dkim-sign max-msg-rate retry
 SLUICE_EXTENSIONS = _words(
     """
 dns-server smtp-client-tls-ca-file http-mgmt-token-file smtp-command-timeout
-smtp-idle-timeout max-smtp-in-per-client spool-group-commit-ms intake-processes bare-lf-policy
+smtp-idle-timeout max-smtp-in-per-client spool-format spool-group-commit-ms
+intake-processes bare-lf-policy
 warmup-plan warmup-start domain-group day hold-if-deferral-rate hold-if-bounce-rate
 hold-min-sample overflow-to-virtual-mta
 """

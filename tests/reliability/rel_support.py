@@ -16,7 +16,7 @@ Public names:
     tree_pids(pid) -> list[int]            PID and its descendants
     log_problems(text) -> list[str]        log lines that show corruption, quarantine or a crash
     reply_of(sock_file) -> tuple[int, str] one (possibly multi-line) SMTP reply from a file
-    SPOOL_FILES                            the files a SqliteSpool directory may hold
+    is_spool_file(name)                    a file a spool directory may hold (either format)
 Nothing here raises except PeerError from start-up and OSError from /proc reads.
 """
 
@@ -37,13 +37,13 @@ from tests.e2e.sluice_config import Directives, write_sluice_config
 from tests.e2e.sluice_proc import SluiceProcess
 
 from sluice.message import Envelope
-from sluice.spool import SqliteSpool
+from sluice.spool import open_spool, spool_kind_at
 
 __all__ = [
-    "SPOOL_FILES",
     "Daemon",
     "SpoolContents",
     "fd_count",
+    "is_spool_file",
     "log_problems",
     "proc_status",
     "read_spool",
@@ -53,7 +53,16 @@ __all__ = [
 ]
 
 #: Everything SqliteSpool keeps in ``<spool PATH>`` (docs/spool.md, "Layout").
-SPOOL_FILES = frozenset({"spool.db", "spool.db-wal", "spool.db-shm", "spool.lock"})
+SQLITE_FILES = frozenset({"spool.db", "spool.db-wal", "spool.db-shm", "spool.lock"})
+#: SegmentSpool's: segments, their sidecar indexes, the next preallocated one, the lock.
+_SEGMENT_FILE = re.compile(r"seg-[0-9]{8}\.(log|idx)|next\.tmp|spool\.lock")
+
+
+def is_spool_file(name: str) -> bool:
+    """True for a file one of the spool formats keeps (no stray or quarantine files)."""
+    return name in SQLITE_FILES or _SEGMENT_FILE.fullmatch(name) is not None
+
+
 #: Only 127.0.0.1 may relay; everybody else (127.0.0.66 …) is an outsider. Without the 0/0
 #: block the built-in default would let all of 127/8 relay (docs/intake.md).
 TRUSTED_ONLY: Mapping[str, Directives] = {
@@ -136,16 +145,21 @@ class SpoolContents:
 
 
 async def _read(path: Path) -> SpoolContents:
-    spool = await SqliteSpool.open(str(path))
+    kind = spool_kind_at(str(path))
+    assert kind is not None, f"no spool in {path}"
+    spool = await open_spool(str(path), kind=kind)
     out = SpoolContents()
     try:
         for m in spool.recover():
             out.messages.append((int(m.msg_id), m.envelope, await spool.load_body(m.msg_id)))
     finally:
         await spool.close()
-    with sqlite3.connect(path / "spool.db") as conn:
-        out.quarantined = int(conn.execute("SELECT count(*) FROM quarantine").fetchone()[0])
-    conn.close()
+    if kind == "sqlite":
+        with sqlite3.connect(path / "spool.db") as conn:
+            out.quarantined = int(conn.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        conn.close()
+    else:
+        out.quarantined = len(list((path / "quarantine").glob("*.bad")))
     return out
 
 

@@ -26,9 +26,10 @@ from sluice.spool._segment_rec import HDR_SIZE
 from sluice.spool.conformance import sample_envelope
 
 
-def test_torn_tail_is_quarantined_and_cleared(tmp_path: Path) -> None:
+def test_torn_tail_is_discarded_and_cleared(tmp_path: Path) -> None:
     """A crash mid-write leaves part of a record after the log's end: recovery keeps every
-    whole record, copies the torn bytes to the quarantine, zeroes them, and appends after."""
+    whole record, zeroes the torn bytes (never acknowledged: no quarantine copy), and
+    appends after."""
     path = tmp_path / "s"
 
     async def fill() -> list[int]:
@@ -60,7 +61,7 @@ def test_torn_tail_is_quarantined_and_cleared(tmp_path: Path) -> None:
     got = asyncio.run(reopen())
     assert got[:-1] == ids
     assert got[-1] > max(ids)
-    assert list((path / "quarantine").glob("*.bad"))
+    assert not (path / "quarantine").exists()
     assert asyncio.run(ids_after_reopen(path, segment_size=SMALL * 4)) == got
 
 

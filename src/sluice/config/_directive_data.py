@@ -547,6 +547,10 @@ DIRECTIVE_ROWS: tuple[DirectiveRow, ...] = (
     DirectiveRow("max-smtp-in-per-client", "int", _GSRC, "100",
         "Sluice extension: concurrent injection connections from one client address"
         " (default is Sluice's)", implemented="intake", reload_safe=False),
+    DirectiveRow("spool-format", "enum:segment|sqlite", _G, "segment",
+        "Sluice extension: the store for a new spool: segment (an append-only log, less CPU"
+        " per message) or sqlite (SQLite WAL); an existing spool keeps the format it has",
+        reload_safe=False, implemented="spool"),
     DirectiveRow("spool-group-commit-ms", "int", _G, "0",
         "Sluice extension: extra milliseconds the spool waits to gather writes into one"
         " commit (0: batches form while the previous fsync runs)",

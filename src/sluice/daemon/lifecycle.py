@@ -56,7 +56,7 @@ from sluice.sched import (
     WarmupState,
 )
 from sluice.sched.cpu import REFUSAL_REPLY
-from sluice.spool.sqlite import SqliteSpool
+from sluice.spool import AnySpool, open_spool, spool_kind_at
 
 __all__ = ["Daemon", "DaemonOptions"]
 
@@ -113,7 +113,7 @@ class Daemon:
             settings_for=self._settings_for,
             total_max_smtp_out=self._total_max_smtp_out(),
         )
-        self.spool: SqliteSpool | None = None
+        self.spool: AnySpool | None = None
         self.intake: IntakeServer | None = None
         #: Intake in worker processes (``intake-processes`` > 0) instead of :attr:`intake`.
         self.workers: IntakeWorkers | None = None
@@ -201,11 +201,14 @@ class Daemon:
         # defer=0: marks and removes commit at once. The delivery manager awaits them each
         # turn, and letting them wait for a store's commit (the spool's 2 ms default) slowed
         # delivery below the seed's 5000/h at 180x scaled time (shaping_e2e RP-001).
-        self.spool = await SqliteSpool.open(self.spool_dir(), linger=linger, defer=0.0)
+        path = self.spool_dir()
+        kind = spool_kind_at(path) or str(global_value(self.config, "spool-format", "segment"))
+        self.spool = await open_spool(path, kind=kind, linger=linger, defer=0.0)
         recovered = self._recover()
         log.info(
-            "spool %s recovered: %d messages, %d queued recipients in %.1fs",
-            self.spool_dir(),
+            "spool %s (%s) recovered: %d messages, %d queued recipients in %.1fs",
+            path,
+            kind,
             recovered[0],
             recovered[1],
             time.monotonic() - started,
@@ -262,7 +265,7 @@ class Daemon:
         host = "0.0.0.0" if listener.listen.address is None else str(listener.listen.address)
         return host, listener.listen.port
 
-    async def _start_workers(self, spool: SqliteSpool) -> None:
+    async def _start_workers(self, spool: AnySpool) -> None:
         """Bind every listener here, then start the intake worker processes on them."""
         if self.options.config_path is None:
             raise OSError("intake worker processes need the configuration file's path")

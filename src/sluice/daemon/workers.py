@@ -31,7 +31,7 @@ from sluice.daemon.bodycache import BodyCache
 from sluice.daemon.ipc import FrameProtocol, Kind, decode_store
 from sluice.errors import SpoolError, SpoolFullError
 from sluice.message import Envelope, MessageId
-from sluice.spool.sqlite import SqliteSpool
+from sluice.spool import AnySpool
 
 __all__ = ["IntakeWorkers", "WorkerOptions", "bind_listener"]
 
@@ -106,7 +106,7 @@ class IntakeWorkers:
         self,
         options: WorkerOptions,
         sockets: list[socket.socket],
-        spool: SqliteSpool,
+        spool: AnySpool,
         on_received: OnReceived,
         bodies: BodyCache | None = None,
     ) -> None:

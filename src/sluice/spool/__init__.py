@@ -20,7 +20,7 @@ from sluice.spool.base import (
     UnknownMessageError,
 )
 from sluice.spool.memory import MemoryDisk, MemorySpool
-from sluice.spool.opener import SPOOL_KINDS, AnySpool, open_spool
+from sluice.spool.opener import SPOOL_KINDS, AnySpool, open_spool, spool_kind_at
 from sluice.spool.segment import SegmentSpool
 from sluice.spool.sqlite import SqliteSpool
 
@@ -39,4 +39,5 @@ __all__ = [
     "SqliteSpool",
     "UnknownMessageError",
     "open_spool",
+    "spool_kind_at",
 ]

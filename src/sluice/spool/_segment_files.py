@@ -68,11 +68,15 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+#: The errors that mean "no room" (a full disk, a quota).
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 def map_os_error(exc: BaseException, what: str) -> SpoolError:
     """The SpoolError for a foreign exception (DESIGN: map at the edge)."""
     if isinstance(exc, SpoolError):
         return exc
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return SpoolFullError(f"spool full while trying to {what}: {exc}")
     return SpoolUnavailableError(f"spool failed to {what}: {exc}")
 
@@ -132,20 +136,29 @@ class Preparer:
             if self._error is None:
                 self.ready_size = self._size
 
-    def take(self, seg: int, size: int) -> int:
+    def take(self, seg: int, size: int, minimum: int | None = None) -> int:
         """Install a prepared file of at least ``size`` bytes as segment ``seg``; its size.
 
-        Uses the background file if it is big enough, else prepares one now. The name is
-        durable (directory fsync'd) on return.
+        Uses the background file if it is big enough, else prepares one now. On a nearly
+        full disk (ENOSPC, EDQUOT) it settles for half the size, and half again, down to
+        ``minimum`` (default ``size``): a daemon must still start, and deliver, when its
+        disk is too full for a whole segment. The name is durable (directory fsync'd) on
+        return.
         """
         self.wait()
-        if self.ready_size < size:
+        floor = size if minimum is None else min(size, minimum)
+        if self.ready_size < floor:
             self.discard()
-            try:
-                _zero_fill(self._path, size)
-            except OSError as exc:
-                raise map_os_error(exc, "create a segment") from exc
-            self.ready_size = size
+            want = size
+            while True:
+                try:
+                    _zero_fill(self._path, want)
+                    break
+                except OSError as exc:
+                    if exc.errno not in _FULL_ERRNOS or want <= floor:
+                        raise map_os_error(exc, "create a segment") from exc
+                    want = max(floor, want // 2)
+            self.ready_size = want
         got = self.ready_size
         self.ready_size = 0
         try:

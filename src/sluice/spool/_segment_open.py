@@ -3,8 +3,8 @@
 Sealed segments are replayed from their sidecars (envelope-side records only: recovery
 reads no bodies). A sealed segment without a valid sidecar is scanned whole, every record
 checked, and its sidecar rewritten. The last segment is always scanned: the log ends after
-its last valid record; anything after that (a torn tail: a crash mid-write) is copied to
-the quarantine if it is not all zeros, and zeroed, so the writer continues from there.
+its last valid record; anything after that (a torn tail: a crash mid-write, never
+acknowledged) is logged and zeroed, so the writer continues from there.
 Damaged records anywhere else are quarantined and skipped (D2: never delivered, never a
 crash). Then segments holding nothing live are deleted.
 
@@ -15,6 +15,7 @@ version, a SQLite spool's directory), SpoolFullError.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -51,7 +52,7 @@ from sluice.spool._segment_rec import (
     encode_sidecar,
     read_sidecar,
     rec_size,
-    scan_segment,
+    scan_stream,
 )
 
 __all__ = ["SQLITE_NAME", "Opened", "load_records", "open_dir"]
@@ -60,6 +61,10 @@ __all__ = ["SQLITE_NAME", "Opened", "load_records", "open_dir"]
 SQLITE_NAME = "spool.db"
 
 log = logging.getLogger("sluice.spool")
+
+#: Smallest first segment a nearly full disk may get (Sluice's choice: the daemon must
+#: start, and deliver what it holds, even when a whole segment no longer fits).
+MIN_FIRST_SEGMENT = 64 * 1024
 
 
 @dataclass(slots=True, kw_only=True)
@@ -124,7 +129,7 @@ def _replay(path: str, lock_fd: int, segment_size: int, fds: dict[int, int]) -> 
     ceiling = 1
     if not segs:
         segs = [1]
-        Preparer(path).take(1, segment_size)
+        Preparer(path).take(1, segment_size, minimum=MIN_FIRST_SEGMENT)
     for seg in segs:
         fds[seg] = os.open(os.path.join(path, seg_name(seg)), os.O_RDONLY)
         sizes[seg] = os.fstat(fds[seg]).st_size
@@ -194,42 +199,52 @@ def load_records(path: str, seg: int, fd: int) -> list[Rec]:
     size = os.fstat(fd).st_size
     if size == 0:
         return []
-    view = memoryview(_read_all(fd, size))
     recs = []
-    for item in scan_segment(view):
+    for item in scan_stream(lambda n, off: os.pread(fd, n, off), size):
         if isinstance(item, Bad):
-            quarantine(path, seg, item.start, bytes(view[item.start : item.end]), item.reason)
+            data = os.pread(fd, item.end - item.start, item.start)
+            quarantine(path, seg, item.start, data, item.reason)
         else:
-            recs.append(item)
+            recs.append((*item[:6], bytes(item[6])))
     data = encode_sidecar(recs)
-    with open(side, "wb") as f:
-        f.write(data)
+    try:
+        with open(side, "wb") as f:
+            f.write(data)
+    except OSError as exc:  # only a shortcut for the next start: a full disk must not stop this one
+        log.warning("spool: cannot rewrite the sidecar of segment %d: %s", seg, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(side)
     return recs
 
 
 def _scan_last(path: str, seg: int, fd: int, size: int) -> tuple[list[Rec], int]:
     """The last segment's valid records (metas copied) and where its log ends; a torn tail
-    is quarantined and cleared."""
+    is discarded (never acknowledged) and cleared."""
     recs: list[Rec] = []
     if size == 0:
         return recs, 0
     bads: list[Bad] = []
-    # The whole file: a record may end in zero bytes (a REMOVE's ids, a body), so where
-    # the data ends is only known by scanning from the start.
-    view = memoryview(_read_all(fd, size))
-    for item in scan_segment(view):
+    # From the start, record by record: a record may end in zero bytes (a REMOVE's ids, a
+    # body), so where the data ends is only known by scanning.
+    for item in scan_stream(lambda n, off: os.pread(fd, n, off), size):
         if isinstance(item, Bad):
             bads.append(item)
         else:
             recs.append((*item[:6], bytes(item[6])))
     end = recs[-1][0] + rec_size(recs[-1]) if recs else 0
-    saved = [(b, bytes(view[b.start : b.end])) for b in bads]
-    del view
+    saved = [(b, os.pread(fd, b.end - b.start, b.start)) for b in bads]
     tail_end = end
     for bad, data in saved:
         if bad.start >= end:
-            why = "torn tail after the last complete record (crash during a write)"
-            quarantine(path, seg, bad.start, data, why)
+            # A write a crash cut short: its fdatasync never returned, so nothing in it was
+            # acknowledged (SQLite drops a torn WAL frame the same way). Not damage: no
+            # quarantine copy, a warning only.
+            log.warning(
+                "spool: segment %d: discarding %d bytes of a write cut short by a crash "
+                "(never acknowledged)",
+                seg,
+                len(data),
+            )
             tail_end = max(tail_end, bad.end)
         else:
             quarantine(path, seg, bad.start, data, bad.reason)
@@ -241,21 +256,6 @@ def _scan_last(path: str, seg: int, fd: int, size: int) -> tuple[list[Rec], int]
         finally:
             os.close(wfd)
     return recs, end
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The whole file (a segment is at most a few tens of MiB; one read is the cheapest)."""
-    chunks = []
-    pos = 0
-    if size == 0:
-        return b""
-    while pos < size:
-        chunk = os.pread(fd, size - pos, pos)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        pos += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _apply(path: str, index: Index, seg: int, recs: list[Rec]) -> int:

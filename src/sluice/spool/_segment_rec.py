@@ -39,7 +39,7 @@ import re
 import struct
 import zlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "read_sidecar",
     "rec_size",
     "scan_segment",
+    "scan_stream",
 ]
 
 #: Version byte of every record header (bumped on any incompatible change).
@@ -275,6 +276,51 @@ def scan_segment(buf: memoryview, *, check_bodies: bool = True) -> Iterator[Rec 
             return
         yield Bad(pos, nxt, "damaged bytes between records")
         pos = nxt
+
+
+def scan_stream(
+    read: Callable[[int, int], bytes], size: int, *, check_bodies: bool = True
+) -> Iterator[Rec | Bad]:
+    """:func:`scan_segment` over a file of ``size`` bytes read by ``read(n, offset)``, with
+    one record in memory at a time while the log is clean.
+
+    A clean log (whole records, then zeros to the end) is checked record by record and its
+    zero tail by 1 MiB chunks, so opening a 64 MiB segment does not hold 64 MiB. Only when
+    something other than zeros follows the last whole record (a crash cut a write short, or
+    damage) is the rest of the file read at once and handed to :func:`scan_segment`."""
+    pos = 0
+    while pos < size:
+        head = read(min(HDR_SIZE, size - pos), pos)
+        h = _header(memoryview(head), 0, len(head))
+        if h is None:
+            break
+        _, mlen, blen, key, count, mcrc, bcrc = h
+        stop = pos + HDR_SIZE + mlen + blen
+        if stop > size:
+            break
+        data = memoryview(read(mlen + blen, pos + HDR_SIZE))
+        meta = data[:mlen]
+        if len(data) != mlen + blen or _crc32(meta) != mcrc:
+            break
+        if check_bodies and _crc32(data[mlen:]) != bcrc:
+            break
+        yield (pos, h[0], key, count, blen, bcrc, meta)
+        pos = stop
+    step = 1 << 20
+    lo = pos
+    while lo < size:
+        chunk = read(min(step, size - lo), lo)
+        if not chunk or chunk.count(0) != len(chunk):
+            break
+        lo += len(chunk)
+    else:
+        return
+    rest = memoryview(read(size - pos, pos))
+    for item in scan_segment(rest, check_bodies=check_bodies):
+        if isinstance(item, Bad):
+            yield Bad(item.start + pos, item.end + pos, item.reason)
+        else:
+            yield (item[0] + pos, *item[1:])
 
 
 def _resync(buf: memoryview, start: int, end: int) -> int | None:

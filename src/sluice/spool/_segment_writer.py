@@ -306,7 +306,7 @@ class SegWriter:
             raise SpoolFullError(f"spool full: {self.disk_bytes} bytes of {self._max_bytes}")
         self._flush()  # unsynced removes of the segment being sealed
         seg = self.active + 1
-        got = self._prep.take(seg, size)
+        got = self._prep.take(seg, size, minimum=need + _HEAD_SIZE)
         path = os.path.join(self._dir, seg_name(seg))
         try:
             wfd = os.open(path, os.O_RDWR)
