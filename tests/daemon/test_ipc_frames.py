@@ -150,3 +150,39 @@ def test_listeners_on_both_wildcards_share_a_port() -> None:
         v4.close()
     finally:
         v6.close()
+
+
+def test_remote_store_futures_follow_the_managers_answers() -> None:
+    from sluice.daemon.ipc import decode_store
+    from sluice.daemon.worker_main import RemoteStore
+    from sluice.errors import SpoolFullError, SpoolUnavailableError
+    from sluice.intake.inject import NowaitStore
+    from sluice.message import Envelope, Recipient
+
+    envelope = Envelope(sender="a@x.test", recipients=(Recipient(address="b@y.test"),))
+
+    async def main() -> None:
+        store = RemoteStore()
+        assert isinstance(store, NowaitStore)  # the injector takes the task-free path
+        with pytest.raises(SpoolUnavailableError):
+            store.store_nowait(envelope, b"x")  # no link yet: refused at once
+        w_sock, m_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        manager = _End()
+        manager_link = await _link(m_sock, manager)
+        store.link = await _link(w_sock, _End())
+        first = store.store_nowait(envelope, b"one")
+        second = store.store_nowait(envelope, b"two")
+        await _until(manager, 2)
+        assert [(k, r) for k, r, _ in manager.frames] == [(Kind.STORE, 1), (Kind.STORE, 2)]
+        assert decode_store(manager.frames[1][2]) == (envelope, b"two")
+        assert store.pending == 2
+        store.answer(Kind.FULL, 2, b"disk full")
+        store.answer(Kind.STORED, 1, b"41")
+        assert await first == 41
+        with pytest.raises(SpoolFullError):
+            await second
+        assert store.pending == 0
+        store.link.close()
+        manager_link.close()
+
+    uvloop.run(main())

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import random
 
-from sluice.intake.headers import HeaderEdit, edit_headers, received_field, rfc5322_date
+from sluice.intake.headers import (
+    HeaderEdit,
+    edit_headers,
+    edit_message,
+    received_field,
+    rfc5322_date,
+)
 from sluice.intake.policy import SourcePolicy
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
@@ -173,3 +179,63 @@ def test_pass_through_matches_the_line_scan_on_random_messages() -> None:
             fast = edit_headers(message, policy=SourcePolicy(), received=received, now=NOW)
             slow = edit_headers(message, policy=scan, received=received, now=NOW)
             assert (fast.header, bytes(fast.body)) == (slow.header, bytes(slow.body)), message
+
+
+def test_edit_message_is_edit_headers_joined() -> None:
+    # edit_message skips the HeaderEdit when the message only gains a Received field; the
+    # bytes and values must be those of edit_headers for every message and policy.
+    rng = random.Random(3461)
+    pieces = [
+        b"From: a",
+        b"X-Virtual-MTA: v1",
+        b"X-Job: j",
+        b"Subject:",
+        b"x",
+        b" ",
+        b":",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b"\r\n\r\n",
+    ]
+    policies = [SourcePolicy(), ALL_ON, SourcePolicy(add_date_header=True)]
+    for _ in range(3000):
+        message = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        for policy in policies:
+            for received in (None, b"Received: by mta.test; now\r\n"):
+                edit = edit_headers(message, policy=policy, received=received, now=NOW)
+                want = (full(edit), edit.vmta, edit.job_id, edit.env_id)
+                got = edit_message(message, policy=policy, received=received, now=NOW)
+                assert got == want, message
+    assert edit_message(MSG, policy=SourcePolicy(), received=b"R\r\n", now=NOW)[0] == (
+        b"R\r\n" + MSG
+    )
+
+
+def test_received_field_remembered_parts_follow_each_call() -> None:
+    first = received_field(
+        hostname="mta.test",
+        helo="client.test",
+        client_ip="192.0.2.1",
+        protocol="ESMTP",
+        now=NOW,
+        hide_source=False,
+        recipient="a@x.test",
+    )
+    again = received_field(
+        hostname="mta.test",
+        helo="client.test",
+        client_ip="192.0.2.1",
+        protocol="ESMTP",
+        now=NOW + 61,
+        hide_source=False,
+        recipient=None,
+    )
+    assert first == (
+        b"Received: from client.test ([192.0.2.1])\r\n\tby mta.test with ESMTP\r\n"
+        b"\tfor <a@x.test>; Fri, 15 Jan 2027 08:00:00 +0000\r\n"
+    )
+    assert again == (
+        b"Received: from client.test ([192.0.2.1])\r\n\tby mta.test with ESMTP; "
+        b"Fri, 15 Jan 2027 08:01:01 +0000\r\n"
+    )

@@ -6,6 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sluice.smtp._commands import (
+    Session,
+    _parse_mail,
+    _parse_mail_full,
+    _parse_rcpt,
+    _parse_rcpt_full,
+)
 from sluice.smtp._grammar import (
     GrammarError,
     PathProblem,
@@ -16,6 +23,7 @@ from sluice.smtp._grammar import (
     xtext_decode,
     xtext_encode,
 )
+from sluice.smtp.limits import BareLineEnding, Limits
 from sluice.smtp.replies import parse_enhanced
 
 
@@ -96,3 +104,64 @@ def test_ehlo_extensions_and_enhanced_codes() -> None:
     assert str(status) == "5.1.3"
     assert parse_enhanced("3.1.1") is None
     assert parse_enhanced("5.1") is None
+
+
+# --- the server's fast path for the usual MAIL/RCPT path ------------------------------------
+
+_PATH_ALPHABET = st.sampled_from(
+    ["a", "Z", "0", "-", ".", "@", "<", ">", " ", '"', "\\", "[", "]", ":", ",", "+", "é", "\t"]
+)
+
+
+def _session(recipients: int = 0, limit: int | None = 100, utf8: bool = False) -> Session:
+    s = Session(Limits(max_recipients=limit), BareLineEnding.REJECT)
+    s.extensions = {"SIZE": "", "DSN": "", "8BITMIME": "", "SMTPUTF8": ""}
+    s.recipients = recipients
+    s.utf8 = utf8
+    return s
+
+
+@given(
+    keyword=st.sampled_from(["FROM:", "from:", "To:", "TO:", "FROM: ", "TO: ", "FROM :"]),
+    text=st.text(_PATH_ALPHABET, max_size=24),
+    recipients=st.integers(0, 3),
+    utf8=st.booleans(),
+)
+def test_plain_path_fast_path_agrees_with_full_parser(
+    keyword: str, text: str, recipients: int, utf8: bool
+) -> None:
+    s = _session(recipients, limit=2, utf8=utf8)
+    arg = keyword + text
+    assert _parse_mail("MAIL", arg, s) == _parse_mail_full("MAIL", arg, s)
+    assert _parse_rcpt("RCPT", arg, s) == _parse_rcpt_full("RCPT", arg, s)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "<a@b.test>",
+        " <a.b-c+d@x-y.test>",
+        "<" + "l" * 64 + "@d.test>",
+        "<" + "l" * 65 + "@d.test>",
+        "<a@" + "d" * 255 + ">",
+        "<a@" + "d" * 256 + ">",
+        "<" + "l" * 60 + "@" + ("d" * 60 + ".") * 3 + "d" * 12 + ">",  # path 256 octets
+        "<" + "l" * 60 + "@" + ("d" * 60 + ".") * 3 + "d" * 13 + ">",  # path 257 octets
+        "<a@-b.test>",
+        "<a@b-.test>",
+        "<a@b.-c>",
+        "<a@b-.c>",
+        "<a..b@c>",
+        "<.a@c>",
+        "<a@b..c>",
+        "<a@b> SIZE=10",
+        "<a@b>x",
+        "<Postmaster>",
+        "<>",
+    ],
+)
+def test_plain_path_fast_path_limits(path: str) -> None:
+    for recipients, limit in ((0, 10), (10, 10), (0, None)):
+        s = _session(recipients, limit)
+        assert _parse_mail("MAIL", "FROM:" + path, s) == _parse_mail_full("MAIL", "FROM:" + path, s)
+        assert _parse_rcpt("RCPT", "TO:" + path, s) == _parse_rcpt_full("RCPT", "TO:" + path, s)

@@ -67,6 +67,9 @@ class Kind(enum.IntEnum):
     READY = 7
 
 
+#: Frame kind number → Kind (a dict look-up; calling the IntEnum is Python-level work).
+_KINDS: dict[int, Kind] = {k.value: k for k in Kind}
+
 #: Every combination of the Notify bits, so decoding is a look-up.
 _NOTIFY = {v: Notify(v) for v in range(16)}
 
@@ -78,7 +81,8 @@ def encode_store(envelope: Envelope, content: bytes) -> bytes:
     through dataclasses' Python ``__setstate__`` and cost more than the rest of the hand-off.
     """
     e = envelope
-    rcpts = tuple((r.address, r.notify.value, r.orcpt) for r in e.recipients)
+    # ``_value_``: the member's value without Enum's Python-level ``value`` property.
+    rcpts = tuple([(r.address, r.notify._value_, r.orcpt) for r in e.recipients])
     fields = (
         e.sender,
         rcpts,
@@ -164,9 +168,8 @@ class FrameProtocol(asyncio.Protocol):
             start = pos + size
             payload = bytes(buf[start : start + length])
             pos = start + length
-            try:
-                frame_kind = Kind(kind)
-            except ValueError:
+            frame_kind = _KINDS.get(kind)
+            if frame_kind is None:
                 self._fail(ValueError(f"unknown frame kind {kind}"))
                 return
             self._on_frame(frame_kind, req, payload)

@@ -60,6 +60,8 @@ WORKER_MODULE = "sluice.daemon.worker_main"
 _PR_SET_PDEATHSIG = 1
 #: Exit status when the link to the manager is lost (EX_SOFTWARE, sysexits.h).
 EXIT_LINK_LOST = 70
+_STORE = Kind.STORE
+_STORED = Kind.STORED
 
 
 class RemoteStore:
@@ -74,6 +76,13 @@ class RemoteStore:
         self._waiting: dict[int, asyncio.Future[MessageId]] = {}
 
     async def store(self, envelope: Envelope, body: bytes) -> MessageId:
+        msg_id: MessageId = await self.store_nowait(envelope, body)
+        return msg_id
+
+    def store_nowait(self, envelope: Envelope, body: bytes) -> asyncio.Future[MessageId]:
+        """:meth:`store` without a coroutine (the injector's per-message path): the future
+        resolves with the id once the manager answered STORED (or fails with its error).
+        Raises SpoolUnavailableError at once when there is no link."""
         link = self.link
         if link is None or link.closed:
             raise SpoolUnavailableError("no link to the queue manager")
@@ -84,8 +93,8 @@ class RemoteStore:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[MessageId] = loop.create_future()
         self._waiting[req] = future
-        link.send(Kind.STORE, req, encode_store(envelope, body))
-        return await future
+        link.send(_STORE, req, encode_store(envelope, body))
+        return future
 
     @property
     def pending(self) -> int:
@@ -97,7 +106,7 @@ class RemoteStore:
         future = self._waiting.pop(req, None)
         if future is None or future.done():
             return
-        if kind is Kind.STORED:
+        if kind is _STORED:
             future.set_result(int(payload))
         elif kind is Kind.FULL:
             future.set_exception(SpoolFullError(payload.decode("utf-8", "replace")))

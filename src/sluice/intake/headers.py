@@ -7,7 +7,8 @@ field); the body is never copied: the result holds a ``memoryview`` of the input
 Public names:
 
 - :class:`HeaderEdit`: the result (new header bytes, body view, values read).
-- :func:`edit_headers`: apply one :class:`~sluice.intake.policy.SourcePolicy`.
+- :func:`edit_headers`: apply one :class:`~sluice.intake.policy.SourcePolicy`;
+  :func:`edit_message`: the same, joined into the bytes to store (the injector's path).
 - :func:`received_field`: the Received field this server adds (RFC 5321 §4.4).
 - :func:`rfc5322_date`: an RFC 5322 §3.3 date-time for ``now`` (UTC).
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from sluice.intake.policy import SourcePolicy
 
-__all__ = ["HeaderEdit", "edit_headers", "received_field", "rfc5322_date"]
+__all__ = ["HeaderEdit", "edit_headers", "edit_message", "received_field", "rfc5322_date"]
 
 #: RFC 5322 §2.1.1: a line is at most 998 characters; longer header values are cut there
 #: when they are read into the envelope (the header itself is passed through).
@@ -101,20 +102,79 @@ def received_field(
     ``hide_source`` leaves out the client's HELO name and address (``hide-message-source``).
     ``recipient`` adds a ``for <addr>`` clause (use it only for single-recipient messages).
     """
-    parts = ["Received: "]
-    if not hide_source:
-        parts.append(f"from {_clean(helo)} ([{_clean(client_ip, 64)}])\r\n\t")
-    parts.append(f"by {_clean(hostname)} with {protocol}")
-    if recipient is not None:
-        parts.append(f"\r\n\tfor <{_clean(recipient, 256)}>")
-    parts.append(f"; {rfc5322_date(now)}\r\n")
-    return "".join(parts).encode("ascii")
+    key = (hostname, helo, client_ip, protocol, hide_source)
+    head = _received_heads.get(key)
+    if head is None:
+        text = "Received: "
+        if not hide_source:
+            text += f"from {_clean(helo)} ([{_clean(client_ip, 64)}])\r\n\t"
+        head = f"{text}by {_clean(hostname)} with {protocol}".encode("ascii")
+        if len(_received_heads) >= _RECEIVED_MEMO_LIMIT:
+            _received_heads.clear()
+        _received_heads[key] = head
+    tail = _date_tail(now)
+    if recipient is None:
+        return head + tail
+    return b"".join((head, f"\r\n\tfor <{_clean(recipient, 256)}>".encode("ascii"), tail))
+
+
+#: (hostname, HELO, client IP, protocol, hide_source) → the Received field up to the
+#: ``for`` clause, encoded: injectors send many messages with the same HELO from one
+#: address. Bounded (cleared when full): HELO names come from clients.
+_received_heads: dict[tuple[str, str, str, str, bool], bytes] = {}
+_RECEIVED_MEMO_LIMIT = 1024
+_tail_cache: tuple[int, bytes] = (-1, b"")
+
+
+def _date_tail(now: float) -> bytes:
+    """``; DATE\r\n`` for ``now``, encoded (once per second)."""
+    global _tail_cache
+    sec = int(now)
+    cached_sec, cached = _tail_cache
+    if sec == cached_sec:
+        return cached
+    tail = f"; {rfc5322_date(now)}\r\n".encode("ascii")
+    _tail_cache = (sec, tail)
+    return tail
 
 
 def _value(raw: bytes) -> str:
     """The unfolded, stripped value of one field (everything after the first colon)."""
     value = raw[raw.index(b":") + 1 :].replace(b"\r\n", b"").strip()
     return value[:MAX_VALUE_LENGTH].decode("utf-8", "replace")
+
+
+def edit_message(
+    message: bytes,
+    *,
+    policy: SourcePolicy,
+    received: bytes | None,
+    now: float,
+    message_id: str | None = None,
+) -> tuple[bytes, str | None, str | None, str | None]:
+    """:func:`edit_headers` with the result joined: ``(header + body, vmta, job_id, env_id)``.
+
+    The usual message (nothing to read or add but the Received field, a header block ending
+    with its empty line) costs one scan and one copy: the Received field and the message.
+    """
+    if not _scans(policy, message_id):
+        stop = _FIELD_RUN.match(message).end()  # type: ignore[union-attr]  # matches "" at worst
+        if message.startswith(b"\r\n", stop):
+            # _pass_through would give exactly these bytes: the fields, the empty line, the body.
+            return (message if received is None else received + message), None, None, None
+    edit = edit_headers(message, policy=policy, received=received, now=now, message_id=message_id)
+    return edit.header + edit.body, edit.vmta, edit.job_id, edit.env_id
+
+
+def _scans(policy: SourcePolicy, message_id: str | None) -> bool:
+    """Does the policy read a field, or add one besides Received?"""
+    return (
+        policy.process_x_virtual_mta
+        or policy.process_x_job
+        or policy.process_x_envid
+        or policy.add_date_header
+        or (message_id is not None and policy.add_message_id_header)
+    )
 
 
 def edit_headers(
@@ -136,13 +196,7 @@ def edit_headers(
     does not start with ``X-`` - e.g. ``Message-ID`` - is read but never removed).
     """
     view = memoryview(message)
-    if not (
-        policy.process_x_virtual_mta
-        or policy.process_x_job
-        or policy.process_x_envid
-        or policy.add_date_header
-        or (message_id is not None and policy.add_message_id_header)
-    ):
+    if not _scans(policy, message_id):
         return _pass_through(message, view, received)
     # Find the header block: lines that are fields or folded continuations.
     fields: list[tuple[bytes, int, int]] = []  # (lower-case name, start, end incl. CRLF)

@@ -9,8 +9,10 @@ returns the reply for the client. The hand-off hooks are called by the session *
 Public names:
 
 - :class:`Transaction`: what a session collected between MAIL and the final dot.
-- :class:`Injector`: ``await inject(txn, policy, helo=..., client_ip=...) -> InjectResult``.
-- :class:`Store`: the one spool method the injector uses (``await store(envelope, body)``).
+- :class:`Injector`: ``await inject(txn, policy, helo=..., client_ip=...) -> InjectResult``,
+  or ``submit(..., done=callback)`` (the same without a coroutine: SMTP sessions use it).
+- :class:`Store`: the one spool method the injector uses (``await store(envelope, body)``);
+  :class:`NowaitStore`: a store that also has ``store_nowait`` (used when present).
 - :class:`InjectResult`: the reply to send, and the id and envelope when stored.
 - ``OnAccepted`` / ``OnReceived``: the hand-off and accounting hook types.
 - :func:`queues_of`: recipient indices of an envelope grouped by queue name (``domain/vmta``)
@@ -23,15 +25,17 @@ Public names:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import count
-from typing import Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 from sluice.clock import Clock
 from sluice.errors import ReplyHint, SpoolError, SpoolFullError
-from sluice.intake.headers import edit_headers, received_field
+from sluice.intake.headers import edit_message, received_field
 from sluice.intake.policy import SourcePolicy, check_size, check_vmta, rcpt_domain
 from sluice.message import Envelope, MessageId, Recipient
 
@@ -40,6 +44,7 @@ __all__ = [
     "STORE_FULL",
     "InjectResult",
     "Injector",
+    "NowaitStore",
     "OnAccepted",
     "OnReceived",
     "QueueIndex",
@@ -59,6 +64,15 @@ class Store(Protocol):
     async def store(self, envelope: Envelope, body: bytes) -> MessageId: ...
 
 
+@runtime_checkable
+class NowaitStore(Protocol):
+    """A store that can also answer with a future (no coroutine, no task per message): the
+    spools and an intake worker's link to the queue manager. It may raise at once (e.g.
+    SpoolUnavailableError) or through the future."""
+
+    def store_nowait(self, envelope: Envelope, body: bytes) -> asyncio.Future[MessageId]: ...
+
+
 #: The hand-off: called once per stored message, after its 250 was written.
 OnAccepted = Callable[[MessageId, Envelope], None]
 #: The accounting hook for ``r`` records: (id, envelope, stored size in octets).
@@ -73,6 +87,10 @@ STORE_FAILED = ReplyHint(code=451, enhanced="4.3.0", text="Local error in proces
 
 
 _LONG_LINES_TAGS = (("long-lines", "yes"),)
+
+
+#: What :meth:`Injector._prepare` hands to the store: (envelope, message bytes, arrival).
+_Prepared = tuple[Envelope, bytes, float]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,7 +125,17 @@ class Injector:
     check. ``hostname`` is this server's name in Received and Message-ID fields.
     """
 
-    __slots__ = ("_boot", "_clock", "_counter", "_full_since", "_hostname", "_known", "_spool")
+    __slots__ = (
+        "_boot",
+        "_clock",
+        "_counter",
+        "_full_since",
+        "_hostname",
+        "_known",
+        "_loop",
+        "_spool",
+        "_store_nowait",
+    )
 
     def __init__(
         self,
@@ -127,6 +155,9 @@ class Injector:
         self._boot = boot_token
         #: When the spool last turned full (0: it is not): one warning per full spell.
         self._full_since = 0.0
+        #: The spool's future-returning store, when it has one (no task per message).
+        self._store_nowait = spool.store_nowait if isinstance(spool, NowaitStore) else None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def hostname(self) -> str:
@@ -149,6 +180,105 @@ class Injector:
     ) -> InjectResult:
         """Apply ``policy`` to ``content`` (the DATA, CRLF, unstuffed) and store it.
         ``source_type`` is the accounting ``srcType`` (``smtp``, or ``api`` for HTTP)."""
+        prepared = self._prepare(
+            txn,
+            content,
+            policy,
+            helo=helo,
+            client_ip=client_ip,
+            protocol=protocol,
+            source_type=source_type,
+        )
+        if type(prepared) is InjectResult:
+            return prepared
+        envelope, data, now = cast(_Prepared, prepared)
+        try:
+            msg_id = await self._spool.store(envelope, data)
+        except Exception as exc:
+            return self._failed(exc, now)
+        return self._stored(envelope, len(data), now, msg_id)
+
+    def submit(
+        self,
+        txn: Transaction,
+        content: bytes,
+        policy: SourcePolicy,
+        *,
+        helo: str,
+        client_ip: str,
+        protocol: str,
+        done: Callable[[InjectResult], None],
+        source_type: str = "smtp",
+    ) -> asyncio.Future[Any] | None:
+        """:meth:`inject` without a coroutine: ``done(result)`` is called from the event
+        loop (never before this returns) with what ``inject`` would have returned.
+
+        A store with ``store_nowait`` (:class:`NowaitStore`: the spools, an intake
+        worker's link to the queue manager) is used without a task per message; any other
+        store's coroutine runs in a task. Returns the store's future while it is in flight
+        (``done`` runs from its done callback), or None when the result is already known
+        (a refusal, or a store that failed at once). Must be called with a running loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():  # saved once: asking for it costs a getpid()
+            loop = self._loop = asyncio.get_running_loop()
+        prepared = self._prepare(
+            txn,
+            content,
+            policy,
+            helo=helo,
+            client_ip=client_ip,
+            protocol=protocol,
+            source_type=source_type,
+        )
+        if type(prepared) is InjectResult:
+            loop.call_soon(done, prepared)
+            return None
+        envelope, data, now = cast(_Prepared, prepared)
+        store_nowait = self._store_nowait
+        future: asyncio.Future[MessageId]
+        try:
+            if store_nowait is not None:
+                future = store_nowait(envelope, data)
+            else:
+                future = asyncio.ensure_future(self._spool.store(envelope, data), loop=loop)
+        except Exception as exc:
+            loop.call_soon(done, self._failed(exc, now))
+            return None
+        future.add_done_callback(partial(self._store_done, envelope, len(data), now, done))
+        return future
+
+    def _store_done(
+        self,
+        envelope: Envelope,
+        size: int,
+        now: float,
+        done: Callable[[InjectResult], None],
+        future: asyncio.Future[MessageId],
+    ) -> None:
+        if future.cancelled():
+            result = InjectResult(reply=STORE_FAILED)  # nothing is acknowledged
+        else:
+            exc = future.exception()
+            if exc is None:
+                result = self._stored(envelope, size, now, future.result())
+            elif isinstance(exc, Exception):
+                result = self._failed(exc, now)
+            else:  # KeyboardInterrupt, SystemExit: not ours to map
+                raise exc
+        done(result)
+
+    def _prepare(
+        self,
+        txn: Transaction,
+        content: bytes,
+        policy: SourcePolicy,
+        *,
+        helo: str,
+        client_ip: str,
+        protocol: str,
+        source_type: str,
+    ) -> InjectResult | _Prepared:
+        """The work before the store: checks, header edits, the envelope; or the refusal."""
         hint = check_size(policy, len(content))
         if hint is not None:
             return InjectResult(reply=hint)
@@ -168,10 +298,10 @@ class Injector:
         message_id = None
         if policy.add_message_id_header:
             message_id = f"<{self._boot}.{next(self._counter)}@{self._hostname}>"
-        edit = edit_headers(
+        # The one copy: the spool takes a single bytes object.
+        data, vmta, job_id, header_env_id = edit_message(
             content, policy=policy, received=received, now=now, message_id=message_id
         )
-        vmta = edit.vmta
         if vmta is not None:
             hint = check_vmta(vmta, self._known)
             if hint is not None:
@@ -182,8 +312,8 @@ class Injector:
             sender=txn.sender,
             recipients=tuple(txn.recipients),
             vmta=vmta,
-            job_id=edit.job_id,
-            env_id=txn.env_id if txn.env_id is not None else edit.env_id,
+            job_id=job_id,
+            env_id=txn.env_id if txn.env_id is not None else header_env_id,
             ret=txn.ret,
             source_ip=client_ip,
             source_helo=helo,
@@ -193,27 +323,30 @@ class Injector:
             tags=_LONG_LINES_TAGS if txn.long_lines else (),
             source_type=source_type,
         )
-        data = edit.header + edit.body  # the one copy: the spool takes a single bytes object
-        try:
-            msg_id = await self._spool.store(envelope, data)
-        except SpoolFullError as exc:
+        return envelope, data, now
+
+    def _failed(self, exc: Exception, now: float) -> InjectResult:
+        """A store that raised: the refusal (nothing is acknowledged)."""
+        if isinstance(exc, SpoolFullError):
             if not self._full_since:
                 self._full_since = now
                 log.warning(
                     "spool full (%s): refusing mail with 452 4.3.1 until space returns", exc
                 )
             return InjectResult(reply=STORE_FULL)
-        except SpoolError as exc:
+        if isinstance(exc, SpoolError):
             log.warning("spool store failed: %s", exc)
             return InjectResult(reply=STORE_FAILED)
-        except Exception:  # a bug in the store must not become a 250 or kill the session
-            log.exception("spool store raised unexpectedly")
-            return InjectResult(reply=STORE_FAILED)
+        # A bug in the store must not become a 250 or kill the session.
+        log.error("spool store raised unexpectedly", exc_info=exc)
+        return InjectResult(reply=STORE_FAILED)
+
+    def _stored(self, envelope: Envelope, size: int, now: float, msg_id: MessageId) -> InjectResult:
         if self._full_since:
             log.info("spool accepts mail again after %.0fs full", now - self._full_since)
             self._full_since = 0.0
         ok = ReplyHint(code=250, enhanced="2.0.0", text=f"OK queued as {msg_id}")
-        return InjectResult(reply=ok, msg_id=msg_id, envelope=envelope, size=len(data))
+        return InjectResult(reply=ok, msg_id=msg_id, envelope=envelope, size=size)
 
 
 def queues_of(envelope: Envelope, queue_for: QueueFor) -> dict[str, list[int]]:

@@ -2,7 +2,7 @@
 
 One :class:`IntakeServer` per daemon owns every ``smtp-listener`` socket, the set of open
 sessions, the connection caps, one deadline sweeper (a single task that closes sessions
-past their per-command or idle deadline; no timer per connection) and the store tasks.
+past their per-command or idle deadline; no timer per connection) and the stores in flight.
 
 Public names:
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from sluice import smtp
 from sluice.clock import Clock
@@ -49,6 +49,9 @@ DEFAULT_BACKLOG = 1024
 DEFAULT_MESSAGE_SIZE_CAP = 50 * 1024 * 1024
 #: How long shutdown waits for in-flight stores and 421s before aborting sockets.
 DEFAULT_SHUTDOWN_GRACE = 30.0
+#: Policy setups remembered (one per policy object; the policy map's own per-address cache,
+#: 4096, bounds how many objects there are between its clears).
+_SETUP_MEMO_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +113,7 @@ class IntakeServer:
         self.hooks = hooks if hooks is not None else Hooks()
         self.sessions: set[SmtpSession] = set()
         self.per_client: dict[str, int] = {}
-        self.tasks: set[asyncio.Future[None]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()
         self.shutting_down = False
         #: Set by the daemon while the machine is overloaded (``max-cpu-usage``): (code,
         #: enhanced, text) for new transactions; new connections get it as a 421.
@@ -121,8 +124,6 @@ class IntakeServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed: asyncio.Event | None = None
         self._setups: dict[int, PolicySetup] = {}
-        #: The loop the listeners run on (saved once: asking for it costs a getpid()).
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def update_policies(self, policies: SourcePolicyMap) -> None:
         """Reload: new sessions use ``policies``; open sessions keep the policy they had."""
@@ -135,6 +136,8 @@ class IntakeServer:
         setup = self._setups.get(id(policy))
         if setup is None or setup.policy is not policy:
             setup = self._build_setup(policy)
+            if len(self._setups) >= _SETUP_MEMO_LIMIT:
+                self._setups.clear()  # e.g. many unmatched clients, each its own policy object
             self._setups[id(policy)] = setup
         return setup
 
@@ -220,14 +223,10 @@ class IntakeServer:
         if not self.sessions and self._all_closed is not None:
             self._all_closed.set()
 
-    def spawn(self, coro: Awaitable[None]) -> None:
-        """Run a session's store step as a task owned by the server (awaited at shutdown)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        task: asyncio.Future[None] = asyncio.ensure_future(coro, loop=loop)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def track(self, future: asyncio.Future[Any]) -> None:
+        """Keep a session's store in flight until it is answered (awaited at shutdown)."""
+        self.tasks.add(future)
+        future.add_done_callback(self.tasks.discard)
 
     # --- deadlines ---------------------------------------------------------------------
 

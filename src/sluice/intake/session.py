@@ -3,9 +3,11 @@
 Bytes from the socket go into the engine; each event it returns is judged by the source
 policy and answered with one reply. The replies of one read are written with one
 ``transport.write`` (pipelining costs one syscall per batch). At the end of DATA the session
-stops reading, hands the message to the :class:`~sluice.intake.inject.Injector` in a task
-owned by the server, and writes the 250 only when the store returned (the message is durable);
-then it calls the hand-off hooks and resumes with whatever the client pipelined behind the dot.
+hands the message to the :class:`~sluice.intake.inject.Injector` (``submit``: a callback when
+the store answers, no task per message; the server tracks the store in flight), holds any
+bytes pipelined behind the dot (it stops reading only if some arrive), and writes the 250
+only when the store returned (the message is durable); then it calls the hand-off hooks and
+resumes with whatever the client pipelined behind the dot.
 
 Deadlines are stamps read by the server's single sweeper: a command must be complete within
 ``command_timeout`` of its first byte (a per-record deadline: trickling does not extend it),
@@ -103,6 +105,7 @@ class SmtpSession(asyncio.Protocol):
         "_in_command",
         "_log_connections",
         "_peer_eof",
+        "_read_paused",
         "_shutdown",
         "_storing",
         "_write_paused",
@@ -130,6 +133,7 @@ class SmtpSession(asyncio.Protocol):
         self._storing = False
         self._shutdown = False
         self._write_paused = False
+        self._read_paused = False
         self._in_command = False
         self._peer_eof = False
         self._log_connections = False
@@ -174,18 +178,26 @@ class SmtpSession(asyncio.Protocol):
             loop = asyncio.get_running_loop()
             self._greet_handle = loop.call_later(pause, self._greet)
         else:
-            self._greet()
+            self._greet(now)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         conn = self.conn
+        server = self.server
+        now = server.clock.monotonic()  # read once: the command and idle deadlines share it
         if not self._in_command or conn.state is _DATA:
             self._in_command = True
-            self.deadline = self.server.clock.monotonic() + self.server.limits.command_timeout
+            self.deadline = now + server.limits.command_timeout
         conn.receive_data(data)
         if not self._storing:
-            self._pump()
+            self._pump(now)
+        elif not self._read_paused:
+            # Bytes behind the dot while the store is in flight: keep them, read no more
+            # until it is answered. Paused only now, not at every dot: a lock-step client
+            # sends nothing before the 250, and each pause and resume costs the loop work.
+            self._read_paused = True
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         if self.closed:
@@ -210,12 +222,14 @@ class SmtpSession(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop reading its commands.
         self._write_paused = True
-        if not self.closed:
+        if not self.closed and not self._read_paused:
+            self._read_paused = True
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if not self.closed and not self._storing:
+        if not self.closed and not self._storing and self._read_paused:
+            self._read_paused = False
             self.transport.resume_reading()
 
     # --- server-driven events ----------------------------------------------------------
@@ -260,22 +274,25 @@ class SmtpSession(asyncio.Protocol):
         self.transport.write(reply.to_bytes())
         self.transport.close()
 
-    def _greet(self) -> None:
+    def _greet(self, now: float | None = None) -> None:
         self._greet_handle = None
         if self.closed:
             return
-        self.deadline = self.server.clock.monotonic() + self.server.limits.idle_timeout
+        if now is None:  # after the greet pause
+            now = self.server.clock.monotonic()
+        self.deadline = now + self.server.limits.idle_timeout
         conn = self.conn
         if conn.buffered_bytes:  # an early talker: the engine raises 554 5.5.0
             self._pump()
             return
         self.transport.write(conn.send(self.setup.greeting))
 
-    def _pump(self) -> None:
+    def _pump(self, now: float | None = None) -> None:
         """Turn buffered bytes into events and replies until the engine needs more bytes.
 
         The replies of one read go out in one write (a pipelined MAIL, RCPT, DATA costs
-        one syscall); content chunks owe no reply and are only collected.
+        one syscall); content chunks owe no reply and are only collected. ``now``: the
+        clock as read when the bytes arrived (the idle deadline counts from it), or None.
         """
         conn = self.conn
         log_commands = self.setup.policy.log_commands
@@ -324,7 +341,9 @@ class SmtpSession(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         if not self._storing and not conn.buffered_bytes and conn.state is not _DATA:
             self._in_command = False
-            self.deadline = self.server.clock.monotonic() + self.server.limits.idle_timeout
+            if now is None:
+                now = self.server.clock.monotonic()
+            self.deadline = now + self.server.limits.idle_timeout
 
     def _flush_and_close(self, out: list[bytes]) -> None:
         if out:
@@ -433,30 +452,33 @@ class SmtpSession(asyncio.Protocol):
         if txn is None or not txn.recipients:  # the engine's sequence rules prevent this
             raise AssertionError("end of data without a transaction")
         content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._storing = True
-        self.transport.pause_reading()
+        self._storing = True  # data_received holds what comes next until the answer
         if ev.long_lines:
             txn.long_lines = True
-        self.server.spawn(self._store_and_answer(txn, content))
-
-    async def _store_and_answer(self, txn: Transaction, content: bytes) -> None:
-        """Store, then answer (the 250 only once the message is durable), then hand off."""
-        try:
-            await self._answer_store(txn, content)
-        except Exception:
-            log.exception("intake session %s failed after end of data", self.client_ip)
-            self.abort()
-
-    async def _answer_store(self, txn: Transaction, content: bytes) -> None:
         server = self.server
-        result = await server.injector.inject(
+        future = server.injector.submit(
             txn,
             content,
             self.setup.policy,
             helo=self.helo,
             client_ip=self.client_ip,
             protocol=self.protocol if not txn.smtputf8 else "UTF8" + self.protocol,
+            done=self._store_answered,
         )
+        if future is not None:
+            server.track(future)
+
+    def _store_answered(self, result: InjectResult) -> None:
+        """The store's outcome: answer (the 250 only once the message is durable), then
+        hand off. Called from the loop by the injector (a callback, not a task)."""
+        try:
+            self._answer_store(result)
+        except Exception:
+            log.exception("intake session %s failed after end of data", self.client_ip)
+            self.abort()
+
+    def _answer_store(self, result: InjectResult) -> None:
+        server = self.server
         self._storing = False
         msg_id = result.msg_id
         if self.closed or self.transport.is_closing():
@@ -483,7 +505,8 @@ class SmtpSession(asyncio.Protocol):
             return
         self.deadline = server.clock.monotonic() + server.limits.idle_timeout
         self._in_command = False
-        if not self._write_paused:
+        if self._read_paused and not self._write_paused:
+            self._read_paused = False
             self.transport.resume_reading()
         if self._peer_eof or self.conn.buffered_bytes:
             self._pump()  # what was pipelined behind the dot, or the EOF that came with it

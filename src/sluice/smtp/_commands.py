@@ -34,10 +34,12 @@ from sluice.smtp._events import (
     Vrfy,
 )
 from sluice.smtp._grammar import (
+    PLAIN_PATH,
     GrammarError,
     PathProblem,
     parse_params,
     path_parts,
+    plain_path_address,
     split_path_and_params,
     xtext_decode,
 )
@@ -110,11 +112,19 @@ def sequence_reply(state: State, command: Input) -> R.Reply:
 _Parser = Callable[[str, str, Session], Event]
 
 
-def _no_args(factory: Callable[[], Event]) -> _Parser:
+#: The events without fields: frozen and equal to any other instance, so one of each serves
+#: every session (no dataclass init per command).
+_DATA = Data()
+_RSET = Rset()
+_QUIT = Quit()
+_STARTTLS = StartTls()
+
+
+def _no_args(event: Event) -> _Parser:
     def parse(verb: str, arg: str, s: Session) -> Event:
         if arg.strip(" "):
             return _bad(R.NO_PARAMETERS_ALLOWED, verb)
-        return factory()
+        return event
 
     return parse
 
@@ -162,7 +172,23 @@ def _split(verb: str, arg: str, keyword: str) -> tuple[str, str] | BadCommand:
         return _bad(_PATH_REPLIES[verb][exc.problem], verb, str(exc))
 
 
+#: ``FROM:<local@domain>`` / ``TO:<local@domain>`` with nothing else: one match instead of
+#: the split, the path token and the mailbox grammar. Whatever this accepts, the full
+#: parsers accept with the same result (tests/smtp/test_smtp_grammar.py compares them).
+_PLAIN_MAIL_RE = re.compile("(?i:FROM:)" + PLAIN_PATH, re.ASCII)
+_PLAIN_RCPT_RE = re.compile("(?i:TO:)" + PLAIN_PATH, re.ASCII)
+
+
 def _parse_mail(verb: str, arg: str, s: Session) -> Event:
+    m = _PLAIN_MAIL_RE.fullmatch(arg)
+    if m is not None:
+        address = plain_path_address(m)
+        if address is not None:
+            return MailFrom(address=address)
+    return _parse_mail_full(verb, arg, s)
+
+
+def _parse_mail_full(verb: str, arg: str, s: Session) -> Event:
     split = _split(verb, arg, "FROM:")
     if isinstance(split, BadCommand):
         return split
@@ -273,6 +299,16 @@ def _parse_orcpt(value: str | None) -> str | None:
 
 
 def _parse_rcpt(verb: str, arg: str, s: Session) -> Event:
+    m = _PLAIN_RCPT_RE.fullmatch(arg)
+    if m is not None:
+        address = plain_path_address(m)
+        limit = s.limits.max_recipients
+        if address is not None and (limit is None or s.recipients < limit):
+            return RcptTo(address=address)
+    return _parse_rcpt_full(verb, arg, s)
+
+
+def _parse_rcpt_full(verb: str, arg: str, s: Session) -> Event:
     split = _split(verb, arg, "TO:")
     if isinstance(split, BadCommand):
         return split
@@ -328,13 +364,13 @@ def _parse_auth(verb: str, arg: str, s: Session) -> Event:
 def _parse_starttls(verb: str, arg: str, s: Session) -> Event:
     if "STARTTLS" not in s.extensions:
         return _bad(R.COMMAND_NOT_IMPLEMENTED, verb)
-    return _bad(R.NO_PARAMETERS_ALLOWED, verb) if arg.strip(" ") else StartTls()
+    return _bad(R.NO_PARAMETERS_ALLOWED, verb) if arg.strip(" ") else _STARTTLS
 
 
 def _parse_data(verb: str, arg: str, s: Session) -> Event:
     if arg.strip(" "):
         return _bad(R.NO_PARAMETERS_ALLOWED, verb)
-    return Data()
+    return _DATA
 
 
 #: verb → (state-machine input, parser). BDAT is framed separately (its payload follows).
@@ -344,9 +380,9 @@ COMMANDS: dict[str, tuple[Input, _Parser]] = {
     "MAIL": (Input.MAIL, _parse_mail),
     "RCPT": (Input.RCPT, _parse_rcpt),
     "DATA": (Input.DATA, _parse_data),
-    "RSET": (Input.RSET, _no_args(Rset)),
+    "RSET": (Input.RSET, _no_args(_RSET)),
     "NOOP": (Input.NOOP, lambda verb, arg, s: Noop(argument=arg.strip(" "))),
-    "QUIT": (Input.QUIT, _no_args(Quit)),
+    "QUIT": (Input.QUIT, _no_args(_QUIT)),
     "VRFY": (Input.VRFY, _parse_vrfy),
     "HELP": (Input.HELP, lambda verb, arg, s: Help(argument=arg.strip(" "))),
     "STARTTLS": (Input.STARTTLS, _parse_starttls),

@@ -204,6 +204,8 @@ class ServerConnection(Connection):
             reader = self._reader
             if reader is not None:
                 return self._read_content(reader)
+            if not self._bytes:  # nothing to parse: the usual case after each reply
+                return self._closed()
             return self._read_command()
         except RemoteProtocolError as exc:
             raise self._fail(exc) from None
