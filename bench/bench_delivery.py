@@ -4,7 +4,9 @@ Starts Postfix's ``smtp-sink -c`` on 127.0.0.x and a free port, opens C sessions
 ``sluice.delivery.open_session`` (literal route, source 127.0.0.2), runs ``deliver`` with
 batches of B transfers on each session until N messages are delivered, and prints msgs/s
 and the CPU seconds of this Python process per 1,000 messages (sessions are opened before
-the clock starts; closing is included).
+the clock starts; closing is included), and the socket writes ``deliver`` made per message
+(with PIPELINING, batches of B take B + 1 writes: each next transfer's MAIL, RCPT and DATA
+ride behind the previous final dot).
 
     python bench/bench_delivery.py [-n 20000] [-c 20] [-b 10] [--size 2048] [--uvloop]
 """
@@ -70,7 +72,9 @@ def smtp_sink(host: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=5)
 
 
-async def run(n: int, conns: int, batch: int, size: int, port: int) -> tuple[int, float, float]:
+async def run(
+    n: int, conns: int, batch: int, size: int, port: int
+) -> tuple[int, float, float, int]:
     settings = DeliverySettings(
         ehlo_hostname="bench.sluice.test",
         source_address=SOURCE,
@@ -106,7 +110,7 @@ async def run(n: int, conns: int, batch: int, size: int, port: int) -> tuple[int
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     delivered = sum(t.result() for t in tasks)
-    return delivered, elapsed, cpu
+    return delivered, elapsed, cpu, sum(s.writes for s in sessions)
 
 
 def main() -> None:
@@ -121,14 +125,15 @@ def main() -> None:
     with smtp_sink(SINK_HOST, port):
         coro = run(args.n, args.c, args.b, args.size, port)
         if args.uvloop:
-            delivered, elapsed, cpu = uvloop.run(coro)
+            delivered, elapsed, cpu, writes = uvloop.run(coro)
         else:
-            delivered, elapsed, cpu = asyncio.run(coro)
+            delivered, elapsed, cpu, writes = asyncio.run(coro)
     loop = "uvloop" if args.uvloop else "asyncio"
     print(
         f"delivery {loop}: {delivered} msgs of {args.size} B over {args.c} sessions "
         f"(batch {args.b}) in {elapsed:.2f}s: {delivered / elapsed:,.0f} msgs/s, "
-        f"{cpu / delivered * 1000:.3f} CPU s per 1,000 msgs"
+        f"{cpu / delivered * 1000:.3f} CPU s per 1,000 msgs, "
+        f"{writes / delivered:.2f} writes per msg"
     )
     if delivered != args.n - args.n % args.c:
         sys.exit(f"only {delivered} delivered")

@@ -50,6 +50,14 @@ class Script:
     at_dot_times: int | None = None
     #: Stop reading after the 354 (the client's send buffer fills: data-send-timeout).
     stall_content: bool = False
+    #: sender → reply to its MAIL (overrides ``mail_reply``).
+    senders: dict[str, smtp.Reply] = field(default_factory=dict)
+    #: The n-th final dot (from 1) gets ``dot_replies[n - 1]`` (then ``dot_reply``).
+    dot_replies: tuple[smtp.Reply, ...] = ()
+    #: The n-th final dot is met with ``dot_actions[n - 1]`` (then ``at_dot``).
+    dot_actions: tuple[AtDot, ...] = ()
+    #: Seconds to wait before replying to a final dot (nothing else is answered meanwhile).
+    dot_delay: float = 0.0
 
 
 @dataclass
@@ -72,6 +80,8 @@ class _Server(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.helo = ""
         self.peer: tuple[str, int] = ("", 0)
+        #: A delayed reply to a final dot is pending: answer nothing until it is sent.
+        self.held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -86,10 +96,14 @@ class _Server(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self.r.reads += 1
         self.raw += data
+        self.conn.receive_data(data)
+        self.pump()
+
+    def pump(self) -> None:
         conn = self.conn
-        conn.receive_data(data)
-        while self.transport is not None and not self.transport.is_closing():
+        while not self.held and self.transport is not None and not self.transport.is_closing():
             try:
                 ev = conn.next_event()
             except smtp.RemoteProtocolError as exc:
@@ -122,7 +136,7 @@ class _Server(asyncio.Protocol):
                 return R.helo_reply("mx.test")
             case smtp.MailFrom():
                 self.current = Received(peer=self.peer, helo=self.helo, sender=ev.address, mail=ev)
-                return s.mail_reply or R.SENDER_OK
+                return s.senders.get(ev.address) or s.mail_reply or R.SENDER_OK
             case smtp.RcptTo():
                 reply = s.rcpt.get(ev.address, R.RECIPIENT_OK)
                 if reply.code < 300 and self.current is not None:
@@ -158,9 +172,13 @@ class _Server(asyncio.Protocol):
         if msg is not None:
             msg.data = b"".join(self.chunks)
         self.r.dots += 1
+        n = self.r.dots
         action = s.at_dot
-        if s.at_dot_times is not None and self.r.dots > s.at_dot_times:
+        if s.at_dot_times is not None and n > s.at_dot_times:
             action = AtDot.REPLY
+        if n <= len(s.dot_actions):
+            action = s.dot_actions[n - 1]
+        dot_reply = s.dot_replies[n - 1] if n <= len(s.dot_replies) else s.dot_reply
         if ev.reject is not None:
             return ev.reject
         if action is AtDot.HANG_UP:
@@ -172,13 +190,28 @@ class _Server(asyncio.Protocol):
             if msg is not None:
                 self.r.unacknowledged.append(msg)
             return None
-        if msg is not None and s.dot_reply.code < 300:
+        if msg is not None and dot_reply.code < 300:
             self.r.messages.append(msg)
         if action is AtDot.REPLY_THEN_HANG_UP:
-            self.transport.write(self.conn.send(s.dot_reply))
+            self.transport.write(self.conn.send(dot_reply))
             self.transport.close()
             return None
-        return s.dot_reply
+        if s.dot_delay:
+            self.held = True
+            asyncio.get_running_loop().call_later(s.dot_delay, self.release, dot_reply)
+            return None
+        return dot_reply
+
+    def release(self, reply: smtp.Reply) -> None:
+        """Send the delayed reply to a final dot, then answer what waited behind it."""
+        self.held = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(self.conn.send(reply))
+        if reply.code == 421:
+            self.transport.close()
+            return
+        self.pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -200,6 +233,9 @@ class Receiver:
         self.errors: list[str] = []
         self.dots = 0
         self.quits = 0
+        #: Reads on every connection (a client write arrives as one read here: the client
+        #: waits for replies between writes, so they cannot merge).
+        self.reads = 0
         self.protocols: list[_Server] = []
         self._server: asyncio.Server | None = None
 

@@ -193,7 +193,9 @@ def outcome(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     """(\"ok\", value) or (exception type, message): what a call did, for comparison."""
     try:
         return ("ok", fn(*args, **kwargs))
-    except (smtp.LocalProtocolError, smtp.RemoteProtocolError) as exc:
+    except smtp.LocalProtocolError as exc:  # the writer's CommandNotWritable is one too
+        return (smtp.LocalProtocolError, str(exc))
+    except smtp.RemoteProtocolError as exc:
         return (type(exc), str(exc))
 
 

@@ -9,8 +9,9 @@ server allows, and returns a :class:`TransferReport` per transfer whose ``result
 See docs/delivery.md.
 
 Modules: ``settings`` (DeliverySettings), ``values`` (Transfer, TransferReport, outcomes,
-SessionInfo, ConnectFailure), ``session`` (open_session, Session), ``_protocol`` (the asyncio
-Protocol), ``errors``.
+SessionInfo, ConnectFailure), ``session`` (open_session, Session), ``_prepare`` (what a
+transfer becomes on one server: its events, or why it cannot be sent), ``_protocol`` (the
+asyncio Protocol), ``errors``.
 
 Raises: DeliveryMisuseError (a ``DeliveryError``) for misuse only.
 """

@@ -61,6 +61,9 @@ class ClientProtocol(asyncio.Protocol):
         #: Why the connection ended ("" while it is up).
         self.closed_reason = ""
         self.closed = False
+        #: The connection ended on a reply that broke SMTP (e.g. one that does not fit the
+        #: command it would answer: the server may have answered out of order).
+        self.protocol_error = False
         self.paused = False
         self._want = 0
         self._waiter: asyncio.Future[Wait] | None = None
@@ -85,6 +88,7 @@ class ClientProtocol(asyncio.Protocol):
             conn.receive_data(data)
             conn.read_replies(self.replies)
         except RemoteProtocolError as exc:
+            self.protocol_error = True
             self._lost(f"protocol error from the server: {exc}")
             return
         if conn.state in _DEAD:

@@ -17,8 +17,14 @@ or EHLO/HELO refusal (and a 5xx one unless ``bounce-upon-5xx-greeting``).
 
 ``Session.deliver`` sends each transfer as one pipelined group (MAIL, every RCPT, DATA in one
 write; a pending RSET goes first) when PIPELINING is offered, else command by command; the
-content and the final dot go in one write after the 354. Outcomes follow Postfix's
-``smtp_trouble`` scopes and test-plan §4 on ambiguous delivery: see docs/delivery.md.
+content and the final dot go in one write after the 354. With PIPELINING and more than one
+transfer in the call, the next transfer's group rides in that same write, behind the final
+dot (RFC 2920 §3.1: content may open a group), and the dot's reply and the group's replies
+are read together: one write per message instead of two. Each reply keeps its own deadline
+(the dot's ``smtp-data-termination-timeout``, then the group's ``command-timeout`` from when
+the dot's reply came), and the transfer riding behind a dot whose reply never came is untried.
+Outcomes follow Postfix's ``smtp_trouble`` scopes and test-plan §4 on ambiguous delivery: see
+docs/delivery.md.
 
 Public names: open_session, Session. ``deliver`` raises DeliveryMisuseError when called while
 another ``deliver`` runs on the same session; nothing else raises (failures are outcomes).
@@ -29,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluice.delivery._connect import greeting_text, quit_and_close, walk_plan
+from sluice.delivery._prepare import Offer, Prepared, prepare
 from sluice.delivery._protocol import ClientProtocol, Wait
 from sluice.delivery.errors import DeliveryMisuseError
 from sluice.delivery.settings import DeliverySettings
@@ -39,6 +46,7 @@ from sluice.delivery.values import (
     SessionInfo,
     Transfer,
     TransferReport,
+    dot_voided,
     local_outcome,
     reply_outcome,
     route_outcome,
@@ -55,8 +63,6 @@ from sluice.smtp import (
     Data,
     Event,
     LocalProtocolError,
-    MailFrom,
-    RcptTo,
     Reply,
     Rset,
     State,
@@ -93,30 +99,45 @@ async def open_session(
     return Session(proto, info, plan, settings, resolver)
 
 
+class _Staged:
+    """A transfer whose group was written behind the previous transfer's final dot; its
+    replies come after the dot's."""
+
+    __slots__ = ("behind", "doubted", "prepared", "replies", "rset")
+
+    def __init__(self, prepared: Prepared, replies: int, rset: bool) -> None:
+        self.prepared = prepared
+        #: How many replies the group gets (RSET, MAIL, every RCPT, DATA).
+        self.replies = replies
+        #: The group opens with an RSET (whose reply is not the transfer's).
+        self.rset = rset
+        #: The report of the transfer whose dot the group rode behind (set once it is made).
+        self.behind: TransferReport | None = None
+        #: ``behind`` with the dot's verdict voided, when the group's replies show the
+        #: server answered out of order (set by ``Session._resume``).
+        self.doubted: TransferReport | None = None
+
+
 class Session:
     """A greeted SMTP connection that runs transfers (see the module docstring)."""
 
     __slots__ = (
         "_busy",
         "_dead",
-        "_dsn",
-        "_eight_bit_ok",
         "_last_421",
         "_last_used",
         "_loop",
         "_need_rset",
-        "_pipelining",
+        "_offer",
         "_plan",
         "_proto",
         "_resolver",
-        "_size_limit",
-        "_size_param",
-        "_utf8",
         "info",
         "messages_sent",
         "possible_duplicates",
         "settings",
         "transactions",
+        "writes",
     )
 
     def __init__(
@@ -141,22 +162,16 @@ class Session:
         self.transactions = 0
         #: Transfers that ended as possible duplicates.
         self.possible_duplicates = 0
+        #: Socket writes made by ``deliver`` (each a group, or content with what rides on it).
+        self.writes = 0
         self._attach(proto, info)
 
     def _attach(self, proto: ClientProtocol, info: SessionInfo) -> None:
-        settings = self.settings
-        ext = dict(info.extensions)
         self._proto = proto
         self.info = info
         self._need_rset = False
         self._last_used = self._loop.time()
-        self._pipelining = "PIPELINING" in ext and not settings.ignore_pipelining
-        self._eight_bit_ok = "8BITMIME" in ext or settings.ignore_8bitmime
-        self._dsn = "DSN" in ext and not settings.ignore_dsn
-        self._utf8 = "SMTPUTF8" in ext
-        self._size_param = "SIZE" in ext
-        size = ext.get("SIZE", "")
-        self._size_limit = int(size) if size.isdigit() and int(size) > 0 else 0
+        self._offer = Offer.of(dict(info.extensions), self.settings)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -178,7 +193,7 @@ class Session:
     @property
     def pipelining(self) -> bool:
         """Transfers are sent as pipelined groups (RFC 2920) on this session."""
-        return self._pipelining
+        return self._offer.pipelining
 
     # -- deliver ---------------------------------------------------------------------------
 
@@ -188,10 +203,22 @@ class Session:
             raise DeliveryMisuseError("deliver() is already running on this session")
         self._busy = True
         reports: list[TransferReport] = []
+        last = len(transfers) - 1
+        #: The group of the transfer at hand, already written behind the previous dot.
+        staged: _Staged | None = None
         try:
-            for transfer in transfers:
-                report = await self._transfer(transfer)
-                while self._dead is None and self._proto.closed:
+            for k, transfer in enumerate(transfers):
+                ahead = transfers[k + 1] if k < last else None
+                if staged is not None:
+                    resumed = staged
+                    report, staged = await self._resume(resumed, ahead)
+                    if resumed.doubted is not None:  # the dot's verdict was not to be trusted
+                        reports[-1] = resumed.doubted
+                else:
+                    report, staged = await self._transfer(transfer, ahead)
+                # A group written behind this transfer's dot is judged first, even when the
+                # connection is gone: replies to it may have come (a 421 to its MAIL/RCPT).
+                while staged is None and self._dead is None and self._proto.closed:
                     dead = await self._after_loss()
                     if dead is not None:
                         self._dead = dead
@@ -200,7 +227,7 @@ class Session:
                         break
                     if not _untried(report):
                         break
-                    report = await self._transfer(transfer)  # again, on the next MX host
+                    report, staged = await self._transfer(transfer, ahead)  # on the next host
                 reports.append(report)
         finally:
             self._busy = False
@@ -214,189 +241,147 @@ class Session:
         await quit_and_close(self._proto, self.settings.quit_timeout)
 
     # -- one transfer ----------------------------------------------------------------------
+    #
+    # Each step returns the transfer's report and, when its content went out with the next
+    # transfer's group behind the dot (``ahead``), that group: the next step resumes it.
 
-    async def _transfer(self, t: Transfer) -> TransferReport:
+    async def _transfer(
+        self, t: Transfer, ahead: Transfer | None
+    ) -> tuple[TransferReport, _Staged | None]:
         if self._dead is not None:
-            return self._untried(t, self._dead)
+            return self._untried(t, self._dead), None
         if self._proto.closed:
-            return self._untried(t, self._lost_outcome(Phase.SESSION))
-        mail, refused = self._mail_from(t)
-        if refused is not None:
-            return self._report(t, [Result(msg_id=t.msg_id, rcpts=_indexes(t), outcome=refused)])
-        assert mail is not None
-        results: list[Result] = []
-        rcpts: list[tuple[int, RcptTo]] = []
-        dsn = self._dsn
-        for r in t.rcpts:
-            try:
-                if dsn:
-                    ev = RcptTo(address=r.address, notify=r.notify, orcpt=r.orcpt)
-                else:
-                    ev = RcptTo(address=r.address)
-            except LocalProtocolError as exc:
-                bad = local_outcome(P, Scope.RECIPIENT, "5.1.3", str(exc), Phase.LOCAL, code=553)
-                results.append(Result(msg_id=t.msg_id, rcpts=(r.index,), outcome=bad))
-            else:
-                rcpts.append((r.index, ev))
-        if not rcpts:
-            return self._report(t, results)
+            return self._untried(t, self._lost_outcome(Phase.SESSION)), None
+        p = prepare(t, self._proto.conn, self._offer)
+        if not isinstance(p, Prepared):
+            return self._report(t, p), None
         self.transactions += 1
         try:
-            accepted = await self._envelope(t, mail, rcpts, results)
+            accepted = await self._envelope(p)
         except LocalProtocolError as exc:
-            # The engine refused a path that passed the event checks (intake uses the same
-            # grammar, so this is rare): the engine is spent. Transient with a penalty, so a
-            # bug of ours cannot bounce mail, and a truly bad address expires in time.
-            self._proto.abort(f"local protocol error: {exc}")
-            done = {i for r in results for i in r.rcpts}
-            bad = local_outcome(T, Scope.MESSAGE, "4.3.0", f"local error: {exc}", Phase.LOCAL)
-            rest = tuple(i for i, _ in rcpts if i not in done)
-            results.append(Result(msg_id=t.msg_id, rcpts=rest, outcome=bad))
-            return self._report(t, results)
-        if accepted is None:
-            return self._report(t, results)
-        if not accepted:
-            if self._proto.conn.state in (State.MAIL, State.RCPT):
-                self._need_rset = True
-            return self._report(t, results)
-        return await self._content(t, accepted, results)
+            return self._local_error(p, exc), None
+        if accepted:
+            return await self._content(p, accepted, ahead)
+        return self._not_accepted(p, accepted), None
 
-    def _mail_from(self, t: Transfer) -> tuple[MailFrom | None, DeliveryOutcome | None]:
-        """The MAIL FROM for ``t``, or why ``t`` cannot be sent to this server at all."""
-        body = t.body
-        # The engine checks the body once here and remembers it, so sending this same body
-        # after the 354 does not scan it again.
-        problem = self._proto.conn.check_content(body)
-        if problem is not None:
-            why = "NUL octet" if problem == "nul" else "line longer than 998 octets"
-            return None, local_outcome(
-                P, Scope.MESSAGE, "5.6.0", f"message cannot be sent: {why}", Phase.LOCAL, code=554
-            )
-        if self._size_limit and len(body) > self._size_limit:
-            return None, local_outcome(
-                P,
-                Scope.MESSAGE,
-                "5.3.4",
-                f"message size {len(body)} exceeds the server's limit {self._size_limit}",
-                Phase.LOCAL,
-                code=552,
-            )
-        eight_bit = t.eight_bit or not body.isascii()
-        if eight_bit and not self._eight_bit_ok:
-            return None, local_outcome(
-                P,
-                Scope.MESSAGE,
-                "5.6.3",
-                "8-bit message and the server does not support 8BITMIME",
-                Phase.LOCAL,
-                code=554,
-            )
-        ascii_paths = t.sender.isascii()
-        if ascii_paths:
-            for r in t.rcpts:
-                if not r.address.isascii():
-                    ascii_paths = False
-                    break
-        utf8 = not ascii_paths or (t.smtputf8 and eight_bit)
-        if utf8 and not self._utf8:
-            return None, local_outcome(
-                P,
-                Scope.MESSAGE,
-                "5.6.7",
-                "internationalised message and the server does not support SMTPUTF8",
-                Phase.LOCAL,
-                code=553,
-            )
-        dsn = self._dsn
-        try:
-            mail = MailFrom(
-                address=t.sender,
-                size=len(body) if self._size_param else None,
-                body="8BITMIME" if eight_bit and not self.settings.ignore_8bitmime else None,
-                smtputf8=utf8,
-                ret=t.ret if dsn else None,
-                envid=t.envid if dsn else None,
-            )
-        except LocalProtocolError as exc:
-            return None, local_outcome(P, Scope.MESSAGE, "5.1.7", str(exc), Phase.LOCAL, code=553)
-        return mail, None
-
-    async def _envelope(
-        self, t: Transfer, mail: MailFrom, rcpts: list[tuple[int, RcptTo]], results: list[Result]
-    ) -> list[int] | None:
-        """MAIL, RCPTs, DATA. Appends outcomes of refused recipients to ``results``; returns
-        the accepted indexes when the 354 came (possibly empty if nobody was accepted), or
-        None when the transfer is over (results complete)."""
+    async def _resume(
+        self, staged: _Staged, ahead: Transfer | None
+    ) -> tuple[TransferReport, _Staged | None]:
+        """The replies to a group written behind the previous dot (whose reply came)."""
         proto = self._proto
-        conn = proto.conn
+        how = await proto.wait_replies(staged.replies, self.settings.command_timeout)
+        replies = proto.replies
+        proto.replies = []
+        if len(replies) < staged.replies and proto.protocol_error and staged.behind is not None:
+            # A reply in the group did not fit its command: the server answered out of order
+            # (a reply held back, the next ones sent first), so the reply taken as the dot's
+            # may have been the group's first. The dot's verdict is void: the message may
+            # have been taken, or refused; it is retried as a possible duplicate.
+            self.possible_duplicates += 1
+            staged.doubted = dot_voided(staged.behind, "replies out of order after the dot")
+        if staged.rset and replies:
+            del replies[0]
+        p = staged.prepared
+        accepted = self._judge_envelope(p, replies, how)
+        if accepted:
+            return await self._content(p, accepted, ahead)
+        return self._not_accepted(p, accepted), None
+
+    def _not_accepted(self, p: Prepared, accepted: list[int] | None) -> TransferReport:
+        """The report of a transaction that ended before its content (``accepted`` is []
+        when it ended with nobody accepted, None when the results are complete)."""
+        if accepted is not None and self._proto.conn.state in (State.MAIL, State.RCPT):
+            self._need_rset = True  # nobody accepted: the RSET leads the next group
+        return self._report(p.transfer, p.results)
+
+    def _local_error(self, p: Prepared, exc: LocalProtocolError) -> TransferReport:
+        """The engine refused a path that passed the event checks (intake uses the same
+        grammar, so this is rare). Transient with a penalty, so a bug of ours cannot bounce
+        mail, and a truly bad address expires in time. The engine is spent."""
+        self._proto.abort(f"local protocol error: {exc}")
+        t = p.transfer
+        done = {i for r in p.results for i in r.rcpts}
+        bad = local_outcome(T, Scope.MESSAGE, "4.3.0", f"local error: {exc}", Phase.LOCAL)
+        rest = tuple(i for i in p.indexes if i not in done)
+        p.results.append(Result(msg_id=t.msg_id, rcpts=rest, outcome=bad))
+        return self._report(t, p.results)
+
+    async def _envelope(self, p: Prepared) -> list[int] | None:
+        """MAIL, RCPTs, DATA; see :meth:`_judge_envelope` for what it returns."""
+        proto = self._proto
         timeout = self.settings.command_timeout
         replies: list[Reply] = []
         how = Wait.DONE
-        if self._pipelining:
-            send = conn.send
-            parts = [send(_RSET), send(mail)] if self._need_rset else [send(mail)]
-            for _, ev in rcpts:
-                parts.append(send(ev))
-            parts.append(send(_DATA))
+        if self._offer.pipelining:
+            send = proto.conn.send
+            rset = self._need_rset
+            if rset:
+                self._need_rset = False
+                parts = [send(_RSET)]
+                parts += [send(ev) for ev in p.events]
+            else:
+                parts = [send(ev) for ev in p.events]
+            count = len(parts)
             proto.write(b"".join(parts))
-            how = await proto.wait_replies(len(parts), timeout)
+            self.writes += 1
+            how = await proto.wait_replies(count, timeout)
             replies = proto.replies
             proto.replies = []
-            if self._need_rset:
-                self._need_rset = False
-                if replies:
-                    del replies[0]
+            if rset and replies:
+                del replies[0]
         else:
             if self._need_rset:
                 self._need_rset = False
-                proto.write(conn.send(_RSET))
+                proto.write(proto.conn.send(_RSET))
+                self.writes += 1
                 how = await proto.wait_replies(1, timeout)
                 proto.replies = []
             if how is Wait.DONE and not proto.closed:
-                how = await self._step(mail, replies, timeout)
+                events = p.events
+                how = await self._step(events[0], replies, timeout)
                 if how is Wait.DONE and replies[0].is_positive:
-                    for _, ev in rcpts:
+                    for ev in events[1:-1]:
                         how = await self._step(ev, replies, timeout)
                         if how is not Wait.DONE:
                             break
                     if how is Wait.DONE and any(r.is_positive for r in replies[1:]):
                         how = await self._step(_DATA, replies, timeout)
-        return self._judge_envelope(t, rcpts, replies, how, results)
+        return self._judge_envelope(p, replies, how)
 
     async def _step(self, ev: Event, replies: list[Reply], timeout: float) -> Wait:
         proto = self._proto
         if proto.closed:
             return Wait.CLOSED
         proto.write(proto.conn.send(ev))
+        self.writes += 1
         how = await proto.wait_replies(1, timeout)
         if proto.replies:
             replies.append(proto.replies.pop(0))
         return how
 
-    def _judge_envelope(
-        self,
-        t: Transfer,
-        rcpts: list[tuple[int, RcptTo]],
-        replies: list[Reply],
-        how: Wait,
-        results: list[Result],
-    ) -> list[int] | None:
-        msg_id = t.msg_id
+    def _judge_envelope(self, p: Prepared, replies: list[Reply], how: Wait) -> list[int] | None:
+        """Judge the replies to MAIL, the RCPTs and DATA (``how``: how their wait ended).
+        Appends outcomes of refused recipients to ``p.results``; returns the accepted indexes
+        when the 354 came (possibly empty if nobody was accepted), or None when the transfer
+        is over (results complete)."""
+        rcpts = p.indexes
+        results = p.results
+        msg_id = p.transfer.msg_id
         n = len(replies)
         if how is Wait.TIMEOUT:
             self._proto.abort("timeout waiting for a reply")
         if n == 0:
             lost = self._lost_outcome(Phase.MAIL, how)
-            results.append(Result(msg_id=msg_id, rcpts=tuple(i for i, _ in rcpts), outcome=lost))
+            results.append(Result(msg_id=msg_id, rcpts=tuple(rcpts), outcome=lost))
             return None
         mail_reply = replies[0]
         if mail_reply.code >= 300:  # not is_positive
             outcome = self._refusal(mail_reply, Scope.MESSAGE, Phase.MAIL)
-            results.append(Result(msg_id=msg_id, rcpts=tuple(i for i, _ in rcpts), outcome=outcome))
+            results.append(Result(msg_id=msg_id, rcpts=tuple(rcpts), outcome=outcome))
             return None
         accepted: list[int] = []
         unanswered: list[int] = []
-        for k, (index, _) in enumerate(rcpts, start=1):
+        for k, index in enumerate(rcpts, start=1):
             if k >= n:
                 unanswered.append(index)
                 continue
@@ -426,26 +411,67 @@ class Session:
             return None
         return accepted
 
+    def _stage(self, ahead: Transfer, parts: list[bytes]) -> _Staged | None:
+        """``ahead``'s group appended to ``parts`` to ride behind the final dot in them, or
+        None when ``ahead`` has nothing to send (refused locally: decided again, as for any
+        transfer, when its turn comes) or the engine refused one of its commands."""
+        p = prepare(ahead, self._proto.conn, self._offer)
+        if not isinstance(p, Prepared):
+            return None
+        rset = self._need_rset
+        events = [_RSET, *p.events] if rset else p.events
+        try:
+            # All or nothing: a command the engine cannot write takes the group back whole,
+            # so the content and dot before it still go out.
+            self._proto.conn.send_group(events, parts)
+        except LocalProtocolError:
+            return None  # its own turn reports it (refused again, alone)
+        self._need_rset = False
+        self.transactions += 1
+        return _Staged(p, len(events), rset)
+
     async def _content(
-        self, t: Transfer, accepted: list[int], results: list[Result]
-    ) -> TransferReport:
-        """After the 354: the content and the final dot in one write, then the verdict."""
+        self, p: Prepared, accepted: list[int], ahead: Transfer | None
+    ) -> tuple[TransferReport, _Staged | None]:
+        """After the 354: the content and the final dot in one write (with ``ahead``'s group
+        behind them when pipelining), then the dot's verdict."""
         proto = self._proto
         conn = proto.conn
         settings = self.settings
+        t = p.transfer
+        results = p.results
         msg_id = t.msg_id
         rcpts = tuple(accepted)
+        if proto.closed:  # the 354 came just before the connection went: nothing was sent
+            lost = self._lost_outcome(Phase.CONTENT)
+            results.append(Result(msg_id=msg_id, rcpts=rcpts, outcome=lost))
+            return self._report(t, results), None
         try:
-            wire = conn.send_message(t.body)  # send(DataChunk) + send(EndOfData) in one
+            content, end = conn.send_message_parts(t.body)  # send(DataChunk) + send(EndOfData)
         except LocalProtocolError as exc:  # pragma: no cover - check_content ran first
             proto.abort(f"content refused by the engine: {exc}")
             bad = local_outcome(P, Scope.MESSAGE, "5.6.0", str(exc), Phase.CONTENT, code=554)
             results.append(Result(msg_id=msg_id, rcpts=rcpts, outcome=bad))
-            return self._report(t, results)
-        proto.write(wire)
+            return self._report(t, results), None
+        staged = None
+        tail = 0
+        if ahead is None or not self._offer.pipelining:
+            proto.write(content + end)
+        else:
+            # The next transfer is prepared only now: the engine checks one body at a time,
+            # and this one's checks were used when its content was produced above.
+            parts = [content, end]
+            staged = self._stage(ahead, parts)
+            wire = b"".join(parts)
+            tail = len(wire) - len(content) - len(end)
+            proto.write(wire)
+        self.writes += 1
         if proto.paused and not await proto.drain(settings.data_send_timeout):
-            if not proto.paused:  # everything reached the kernel before the loss
-                return self._ambiguous(t, rcpts, results, proto.closed_reason)
+            if not proto.paused or (tail and proto.transport is not None and proto.unsent <= tail):
+                # The final dot left the process (only the group behind it, if anything, did
+                # not) before the loss or the stall.
+                why = proto.closed_reason or "data-send-timeout"
+                return self._ambiguous(t, rcpts, results, why), None
             proto.abort("data-send-timeout")
             lost = local_outcome(
                 T,
@@ -455,10 +481,11 @@ class Session:
                 Phase.CONTENT,
             )
             results.append(Result(msg_id=msg_id, rcpts=rcpts, outcome=lost))
-            return self._report(t, results)
+            return self._report(t, results), None
         self.messages_sent += 1
         how = await proto.wait_replies(1, settings.smtp_data_termination_timeout)
         if not proto.replies:
+            # No verdict: the staged group (if any) dies with the connection, untried.
             if how is Wait.TIMEOUT:
                 proto.abort("smtp-data-termination-timeout")
                 if settings.assume_delivery_upon_data_termination_timeout:
@@ -470,16 +497,19 @@ class Session:
                         Phase.DOT,
                     )
                     results.append(Result(msg_id=msg_id, rcpts=rcpts, outcome=assumed))
-                    return self._report(t, results, data_sent=True)
-                return self._ambiguous(t, rcpts, results, "no reply to the final dot in time")
-            return self._ambiguous(t, rcpts, results, proto.closed_reason)
+                    return self._report(t, results, data_sent=True), None
+                return self._ambiguous(t, rcpts, results, "no reply to the final dot in time"), None
+            return self._ambiguous(t, rcpts, results, proto.closed_reason), None
         reply = proto.replies.pop(0)
         if reply.is_positive:
             outcome = reply_outcome(reply, Scope.RECIPIENT, Phase.DOT)
         else:
             outcome = self._refusal(reply, Scope.MESSAGE, Phase.DOT, tried=True)
         results.append(Result(msg_id=msg_id, rcpts=rcpts, outcome=outcome))
-        return self._report(t, results, data_sent=True)
+        report = self._report(t, results, data_sent=True)
+        if staged is not None:
+            staged.behind = report
+        return report, staged
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ The builders (``reply_outcome``, ``local_outcome``, ``route_outcome``) turn repl
 failures into outcomes; they never raise.
 
 Public names: Phase, DeliveryOutcome, TransferRcpt, Transfer, SessionInfo, TransferReport,
-ConnectFailure, reply_outcome, local_outcome, route_outcome, reply_line. Nothing here raises
+ConnectFailure, reply_outcome, local_outcome, route_outcome, reply_line, dot_voided. Nothing
+here raises
 except the dataclass checks (ValueError for an empty Transfer).
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "Transfer",
     "TransferRcpt",
     "TransferReport",
+    "dot_voided",
     "local_outcome",
     "reply_line",
     "reply_outcome",
@@ -258,6 +260,36 @@ def local_outcome(
         status=status,
         phase=phase,
         possible_duplicate=possible_duplicate,
+    )
+
+
+def dot_voided(report: TransferReport, why: str) -> TransferReport:
+    """``report`` with the verdict it took from the reply to its final dot replaced by a
+    possible duplicate (``why``: the reason that reply cannot be trusted); the outcomes
+    decided before the dot (refused recipients) are kept."""
+    kept: list[Result] = []
+    rcpts: list[int] = []
+    for r in report.results:
+        o = r.outcome
+        if isinstance(o, DeliveryOutcome) and o.phase is Phase.DOT:
+            rcpts += r.rcpts
+        else:
+            kept.append(r)
+    outcome = local_outcome(
+        OutcomeKind.TRANSIENT,
+        Scope.MESSAGE,
+        "4.4.2",
+        f"{why}; possible duplicate",
+        Phase.DOT,
+        possible_duplicate=True,
+    )
+    kept.append(Result(msg_id=report.msg_id, rcpts=tuple(rcpts), outcome=outcome))
+    return TransferReport(
+        msg_id=report.msg_id,
+        results=tuple(kept),
+        data_sent=True,
+        possible_duplicate=True,
+        info=report.info,
     )
 
 

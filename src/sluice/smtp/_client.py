@@ -9,6 +9,9 @@ The caller drives it::
     the replies come back as ReplyReceived events naming the command each answers.
     After the 354: write(conn.send(DataChunk(data=body))); write(conn.send(EndOfData())).
     Next message on the same connection: MailFrom again (or Rset first); finally Quit.
+    With PIPELINING the next message's MAIL (or RSET), RCPTs and DATA may follow the final
+    dot at once, before its reply (RFC 2920 §3.1: content may open a group, DATA ends one):
+    the dot's reply then comes first, then theirs.
 
 What the engine guarantees on the wire: commands are only sent in sequence (the shared
 state table, judged optimistically while replies are outstanding) and only pipelined when
@@ -21,15 +24,18 @@ a failed EHLO; the caller sends Helo when the EHLO reply is a 5xx.
 The common path is kept short without giving up any of that: MAIL, RCPT, DATA and RSET
 skip the general dispatch when nothing is unusual (the general path still raises for
 anything that is); a body checked with :meth:`ClientConnection.check_content` is not
-scanned again when that same bytes object is sent; a one-line reply to MAIL, RCPT, DATA or
-RSET already parsed on this connection is recognised by its bytes; ``read_replies`` takes
-every buffered reply in one call.
+scanned again when that same bytes object is sent (``send_message_parts`` hands it back
+as it is, for the caller to join with what follows in one copy); a one-line reply to MAIL,
+RCPT, DATA or RSET already parsed on this connection is recognised by its bytes;
+``read_replies`` takes every buffered reply in one call. ``send_group`` sends a whole
+pipelined group, or (a command that cannot be written) none of it.
 
 Public names: ClientConnection (reach it as ``Connection(our_role=CLIENT)``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NoReturn
 
 from sluice.message.envelope import Notify
@@ -71,7 +77,7 @@ from sluice.smtp._state import (
     is_valid,
     next_state,
 )
-from sluice.smtp._writers import write_command
+from sluice.smtp._writers import CommandNotWritable, write_command
 from sluice.smtp.limits import BareLineEnding, Limits, LongLinePolicy
 from sluice.smtp.replies import Reply, parse_reply
 
@@ -224,10 +230,45 @@ class ClientConnection(Connection):
     def send_message(self, body: bytes) -> bytes:
         """The whole content after the 354 and its end in one call: exactly
         ``send(DataChunk(data=body)) + send(EndOfData())``, raising as they do."""
+        content, end = self.send_message_parts(body)
+        return content + end
+
+    def send_message_parts(self, body: bytes) -> tuple[bytes, bytes]:
+        """:meth:`send_message` as its two pieces, the content (``body`` itself when it was
+        checked with ``check_content`` and needs no dot-stuffing) and the end of data, so
+        the caller can join them with the next group in one copy. Raises as it does."""
         if self._state in _NO_SEND:
             self._misuse(f"cannot send in state {self._state.name}")
         content = self._send_content(body)
-        return content + self._send_end()  # the state is unchanged when content was returned
+        return content, self._send_end()  # the state is unchanged when content was returned
+
+    def send_group(self, events: Iterable[Event], out: list[bytes]) -> None:
+        """Send ``events`` as one pipelined group: each command's bytes, as ``send`` returns
+        them, appended to ``out``. When a command's line cannot be written (a path or
+        parameter the grammar refuses, or a line over its limit) it raises
+        LocalProtocolError and leaves the connection and ``out`` as they were before the
+        call, no command of the group sent, so the caller can drop that transaction and go
+        on (e.g. after a final dot it already holds). Anything else ``send`` refuses (out of
+        sequence, not pipelined, not advertised) raises as ``send`` does: state ERROR."""
+        fifo = self._fifo
+        mark = len(fifo)
+        kept = len(out)
+        state = self._state
+        send_state = self._send_state
+        send_utf8 = self._send_utf8
+        send = self.send
+        try:
+            for event in events:
+                out.append(send(event))
+        except CommandNotWritable:
+            # Nothing of the group has been handed out: take it back (Pipeline.push undone).
+            while len(fifo) > mark:
+                fifo.pop()
+            del out[kept:]
+            self._state = state
+            self._send_state = send_state
+            self._send_utf8 = send_utf8
+            raise
 
     def _send_general(self, event: Event | Reply) -> bytes:
         if self._state in _NO_SEND:

@@ -6,7 +6,11 @@ wire as a valid SMTP line). Every path is checked with the grammar before it is 
 a reverse-path that passed once is remembered (senders repeat from message to message), so
 the check is not redone for it.
 
-Public names: write_command.
+A command that cannot be written raises :class:`CommandNotWritable` (a LocalProtocolError):
+the event's data is at fault, not the order of calls, so the engine can take back a group
+it was building (``ClientConnection.send_group``).
+
+Public names: write_command, CommandNotWritable.
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ from sluice.smtp._events import (
 from sluice.smtp._grammar import GrammarError, path_parts, xtext_encode
 from sluice.smtp.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_PARAMETER_LINE
 
-__all__ = ["write_command"]
+__all__ = ["CommandNotWritable", "write_command"]
+
+
+class CommandNotWritable(LocalProtocolError):
+    """The event cannot be put on the wire as a valid SMTP line (a path or parameter the
+    grammar refuses, or a line over its limit)."""
 
 
 #: Route-less reverse-paths that passed the grammar: (address, utf8) → the ``<...>`` token.
@@ -49,7 +58,7 @@ def _path(address: str, route: tuple[str, ...], *, utf8: bool, postmaster: bool)
     try:
         path_parts(token, utf8=utf8, postmaster=postmaster)
     except GrammarError as exc:
-        raise LocalProtocolError(f"cannot send path {token!r}: {exc}") from exc
+        raise CommandNotWritable(f"cannot send path {token!r}: {exc}") from exc
     return token
 
 
@@ -178,5 +187,5 @@ def write_command(ev: Event, *, utf8: bool = False) -> bytes:
         text = _simple(ev)
     line = (text + "\r\n").encode("utf-8")
     if len(line) > _LIMIT.get(cls, MAX_COMMAND_LINE):
-        raise LocalProtocolError(f"{cls.__name__} line longer than the RFC 5321 limit")
+        raise CommandNotWritable(f"{cls.__name__} line longer than the RFC 5321 limit")
     return line
