@@ -148,6 +148,7 @@ class DeliveryManager:
     async def _run(self) -> None:
         clock = self.d.clock
         wakeup = self.d.wakeup
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             wakeup.clear()
             now = clock.wall()
@@ -164,10 +165,12 @@ class DeliveryManager:
             if self.wake_at is not None:
                 delay = max(0.0, min(delay, (self.wake_at - clock.wall()) / self.d.time_scale))
             if delay > 0 and not wakeup.is_set():
+                # A timer that sets the event, not wait_for (which makes a task every turn).
+                timer = loop.call_later(delay, wakeup.set)
                 try:
-                    await asyncio.wait_for(wakeup.wait(), delay)
-                except TimeoutError:
-                    pass
+                    await wakeup.wait()
+                finally:
+                    timer.cancel()
 
     def _pending_outcomes(self) -> bool:
         notices = self.notices
