@@ -87,7 +87,14 @@ def test_t28_ambiguous_attempts_are_retried_and_bounded(world: World) -> None:
         f"T28: ambiguous attempts drop={sum(ambiguous['drop'].values())}"
         f" slow={sum(ambiguous['slow'].values())}; warnings {counted}; dup={report.dup}"
     )
-    assert counted == {n: sum(ambiguous[n].values()) for n in sinks}
+    # One more per domain at most: a dot Sluice sent just as the faulty sink was stopped,
+    # before the sink read it, is ambiguous to Sluice (the link died after the dot left)
+    # but left no copy at the sink (seen once in CI: slow 89 warnings, 88 copies).
+    for n in sinks:
+        assert sum(ambiguous[n].values()) <= counted[n] <= sum(ambiguous[n].values()) + 1, (
+            n,
+            counted,
+        )
 
 
 def test_250_then_a_cut_is_delivered_and_never_resent(world: World) -> None:
