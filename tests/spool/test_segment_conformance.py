@@ -4,14 +4,21 @@ segments so that rotation, sidecars and deletion happen inside the checks too.""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sluice.spool import SegmentSpool, open_spool
-from sluice.spool.conformance import CHECKS, CrashableSpool, SpoolOpener, check_spool
+from sluice.spool import SegmentSpool, open_spool, spool_kind_at
+from sluice.spool.conformance import (
+    CHECKS,
+    CrashableSpool,
+    SpoolOpener,
+    check_spool,
+    sample_envelope,
+)
 
 
 def _segment_opener(tmp: Path, segment_size: int) -> SpoolOpener:
@@ -67,3 +74,19 @@ def test_open_spool_refuses_an_unknown_kind(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="unknown spool kind"):
         asyncio.run(open_spool(str(tmp_path / "s"), kind="lmdb"))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "segment"])
+def test_an_existing_spool_keeps_its_format(kind: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    assert spool_kind_at(path) is None  # no directory yet
+    os.makedirs(path)
+    assert spool_kind_at(path) is None  # an empty directory: the configuration decides
+
+    async def make() -> None:
+        spool = await open_spool(path, kind=kind, defer=0.0)
+        await spool.store(sample_envelope(1), b"Subject: x\r\n\r\nx\r\n")
+        await spool.close()
+
+    asyncio.run(make())
+    assert spool_kind_at(path) == kind
