@@ -317,12 +317,15 @@ class ShapingMachine(RuleBasedStateMachine):
 
     @rule(q=st.sampled_from(QUEUES), mode=st.sampled_from(list(QueueMode)))
     def command(self, q: str, mode: QueueMode) -> None:
-        self.sched.set_mode(q, mode, self.now, "operator")
+        # The Close actions for idle connections above a lowered cap (applied after the
+        # oracle has heard of the command, as its checks run on every apply).
+        closes = self.sched.set_mode(q, mode, self.now, "operator")
         if q == "hot.test/v":
             if mode is QueueMode.NORMAL:
                 self.hot.clear()
             else:
                 self.hot["command"] = self.now + self.HOT["command"][0]
+        self.apply(closes)
         self.apply(self.sched.plan(self.now))
 
     # ---- invariants -------------------------------------------------------------------

@@ -48,13 +48,15 @@ class Shaping(SchedulerState):
 
     # ---- public commands --------------------------------------------------------------
 
-    def set_mode(self, queue: str, mode: QueueMode, now: float, reason: str = "") -> None:
+    def set_mode(self, queue: str, mode: QueueMode, now: float, reason: str = "") -> list[Action]:
         """Switch the queue to ``mode`` (``set queue --mode``): its limits change at once;
-        connections above the new cap take no new work and close when their current work is
-        reported. A commanded backoff lasts ``backoff-to-normal-after`` (default: until
-        ``set_mode(NORMAL)``, a ``mode=normal`` rule or a delivery if so configured)."""
+        idle connections above the new cap close (the returned ``Close`` actions), busy ones
+        take no new work and close when their current work is reported. A commanded backoff
+        lasts ``backoff-to-normal-after`` (default: until ``set_mode(NORMAL)``, a
+        ``mode=normal`` rule or a delivery if so configured)."""
         q = self.queue(queue)
         text = reason or f"mode={mode.value}"
+        actions: list[Action] = []
         if mode is QueueMode.BACKOFF:
             if q.mode is QueueMode.BACKOFF:
                 q.backoff.hold(COMMAND, now, q.settings.backoff.to_normal_after)
@@ -68,11 +70,12 @@ class Shaping(SchedulerState):
                     duration=q.settings.backoff.to_normal_after,
                     now=now,
                     text=text,
-                    actions=[],
+                    actions=actions,
                 )
         elif q.mode is QueueMode.BACKOFF:
-            self._to_normal(q, now, text, [])
+            self._to_normal(q, now, text, actions)
         self._dirty[q] = None
+        return actions
 
     def observe_reply(self, connection_id: int, text: str, now: float) -> list[Action]:
         """Run the queue's reply rules on a reply that neither ``report`` nor
