@@ -45,20 +45,20 @@ import zlib
 from collections.abc import Iterator, Sequence
 
 from sluice.errors import SpoolUnavailableError
-from sluice.message import Envelope, MessageId, RcptState
+from sluice.message import MessageId, RcptState
 from sluice.spool._codec import EnvelopeDecoder
-from sluice.spool._groupcommit import BatchStats, GroupCommitter
+from sluice.spool._front import CommitFront
+from sluice.spool._groupcommit import GroupCommitter
 from sluice.spool._segment_files import SEGMENT_SIZE, map_os_error, quarantine, seg_name
 from sluice.spool._segment_index import OFF_MASK, OFF_SHIFT, SEG_SHIFT, Index, Progress, unpack
 from sluice.spool._segment_open import Opened, load_records, open_dir
 from sluice.spool._segment_rec import HDR, HDR_SIZE, MOVED, STORE, Rec, decode_moved
 from sluice.spool._segment_writer import SegWriter
-from sluice.spool._sqlbatch import Mark, Remove, Store, WriteOp, is_store
+from sluice.spool._sqlbatch import Remove, WriteOp, is_store
 from sluice.spool.base import (
     FRESH,
     CorruptMessageError,
     RcptProgress,
-    RcptUpdate,
     SpooledMessage,
     UnknownMessageError,
 )
@@ -75,7 +75,7 @@ _RCPT_STATE = {s.value: s for s in RcptState}
 _MSG_KINDS = frozenset((STORE, MOVED))
 
 
-class SegmentSpool:
+class SegmentSpool(CommitFront):
     """The segment-log spool under a directory; create with ``await SegmentSpool.open(path)``."""
 
     def __init__(
@@ -164,36 +164,6 @@ class SegmentSpool:
             segment_size=segment_size,
             sync_removes=sync_removes,
         )
-
-    @property
-    def write_stats(self) -> BatchStats:
-        """Batches committed and operations carried (for benchmarks and tests)."""
-        return self._wq.stats
-
-    async def store(self, envelope: Envelope, body: bytes) -> MessageId:
-        result: MessageId = await self.store_nowait(envelope, body)
-        return result
-
-    def store_nowait(self, envelope: Envelope, body: bytes) -> asyncio.Future[MessageId]:
-        """:meth:`store` without a coroutine: the future resolves once the message is
-        durable (for callers that batch many stores, e.g. intake workers' hand-offs)."""
-        if self._closed:
-            raise SpoolUnavailableError("the spool is closed")
-        msg_id = self._next_id
-        self._next_id = msg_id + 1
-        future: asyncio.Future[MessageId] = self._wq.submit(Store(msg_id, envelope, bytes(body)))
-        return future
-
-    async def mark(self, updates: Sequence[RcptUpdate]) -> None:
-        if self._closed:
-            raise SpoolUnavailableError("the spool is closed")
-        if updates:
-            await self._wq.submit(Mark(tuple(updates)))
-
-    async def remove(self, msg_id: MessageId) -> None:
-        if self._closed:
-            raise SpoolUnavailableError("the spool is closed")
-        await self._wq.submit(Remove(msg_id))
 
     async def load_body(self, msg_id: MessageId) -> bytes:
         if self._closed:

@@ -37,19 +37,17 @@ import logging
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from sluice.errors import SpoolUnavailableError
-from sluice.message import Envelope, MessageId, RcptState
+from sluice.message import MessageId, RcptState
 from sluice.spool._codec import EnvelopeDecoder
-from sluice.spool._groupcommit import BatchStats, GroupCommitter
+from sluice.spool._front import CommitFront
+from sluice.spool._groupcommit import GroupCommitter
 from sluice.spool._sqlbatch import (
     BUSY_TIMEOUT_MS,
     SCHEMA,
-    Mark,
     Reader,
-    Remove,
-    Store,
     WriteOp,
     Writer,
     connect,
@@ -60,7 +58,6 @@ from sluice.spool.base import (
     FRESH,
     CorruptMessageError,
     RcptProgress,
-    RcptUpdate,
     SpooledMessage,
 )
 
@@ -100,7 +97,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class SqliteSpool:
+class SqliteSpool(CommitFront):
     """The durable spool under a directory; create with ``await SqliteSpool.open(path)``."""
 
     def __init__(
@@ -172,41 +169,11 @@ class SqliteSpool:
             defer=defer,
         )
 
-    @property
-    def write_stats(self) -> BatchStats:
-        """Batches committed and operations carried (for benchmarks and tests)."""
-        return self._wq.stats
-
-    async def store(self, envelope: Envelope, body: bytes) -> MessageId:
-        result: MessageId = await self.store_nowait(envelope, body)
-        return result
-
-    def store_nowait(self, envelope: Envelope, body: bytes) -> asyncio.Future[MessageId]:
-        """:meth:`store` without a coroutine: the future resolves once the message is
-        durable (for callers that batch many stores, e.g. intake workers' hand-offs)."""
-        if self._closed:
-            raise SpoolUnavailableError("the spool is closed")
-        msg_id = self._next_id
-        self._next_id = msg_id + 1
-        future: asyncio.Future[MessageId] = self._wq.submit(Store(msg_id, envelope, bytes(body)))
-        return future
-
-    async def mark(self, updates: Sequence[RcptUpdate]) -> None:
-        if self._closed:
-            raise SpoolUnavailableError("the spool is closed")
-        if updates:
-            await self._wq.submit(Mark(tuple(updates)))
-
     async def load_body(self, msg_id: MessageId) -> bytes:
         if self._closed:
             raise SpoolUnavailableError("the spool is closed")
         body: bytes = await self._rq.submit(msg_id)
         return body
-
-    async def remove(self, msg_id: MessageId) -> None:
-        if self._closed:
-            raise SpoolUnavailableError("the spool is closed")
-        await self._wq.submit(Remove(msg_id))
 
     def recover(self) -> Iterator[SpooledMessage]:
         if self._closed:
