@@ -49,7 +49,7 @@ from sluice.sched import (
     Wake,
 )
 from sluice.spool import UnknownMessageError
-from sluice.spool.base import RcptUpdate
+from sluice.spool.base import RcptUpdate, Spool
 
 if TYPE_CHECKING:
     from sluice.daemon.lifecycle import Daemon
@@ -152,7 +152,7 @@ class DeliveryManager:
         while not self._stopping:
             wakeup.clear()
             now = clock.wall()
-            self.wake_at = None
+            self._forget_wake()
             try:
                 self.execute(self.sched.plan(now))
                 if self._pending_outcomes():
@@ -171,6 +171,12 @@ class DeliveryManager:
                     await wakeup.wait()
                 finally:
                     timer.cancel()
+
+    def _forget_wake(self) -> None:
+        """Clear ``wake_at`` before a turn (the turn's actions set it again). A method, not an
+        assignment in the loop: the type checker, and mypyc which compiles by its types, would
+        otherwise take ``wake_at`` for None for the rest of the turn."""
+        self.wake_at = None
 
     def _pending_outcomes(self) -> bool:
         notices = self.notices
@@ -356,7 +362,7 @@ class DeliveryManager:
         failure puts the snapshot back for the next turn: nothing is forgotten, nothing is
         removed early.
         """
-        spool = self.d.spool
+        spool: Spool | None = self.d.spool  # the protocol: any spool (or a test's proxy)
         if spool is None:
             return
         async with self._flush_lock:
@@ -407,7 +413,7 @@ class DeliveryManager:
     async def _mark_kept(self, updates: list[RcptUpdate]) -> bool:
         """Write the marks of finished messages whose removal failed; False if that failed
         too (the marks wait for the next turn, and so do this turn's accounting records)."""
-        spool = self.d.spool
+        spool: Spool | None = self.d.spool  # the protocol: any spool (or a test's proxy)
         assert spool is not None
         try:
             await spool.mark(updates)
@@ -497,7 +503,7 @@ class DeliveryManager:
 
     async def _deliver_unsafe(self, action: Deliver) -> None:
         session = self.sessions.get(action.connection_id)
-        spool = self.d.spool
+        spool: Spool | None = self.d.spool  # the protocol: any spool (or a test's proxy)
         assert spool is not None
         transfers: list[Transfer] = []
         results: list[Result] = []

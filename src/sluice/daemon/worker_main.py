@@ -1,7 +1,7 @@
 """An intake worker process: SMTP sessions on inherited listening sockets, stores by IPC.
 
 ``sluice run`` (the queue manager) binds every ``smtp-listener``, then starts
-``intake-processes`` copies of this module (``python -m sluice.daemon.worker_main``) with
+``intake-processes`` copies of this module (``python -m sluice.daemon.worker_start``) with
 the listening sockets and one end of a socket pair. A worker runs the whole injection side
 (:class:`~sluice.intake.listener.IntakeServer`, source policy, header edits) and hands each
 finished message to the manager through :class:`RemoteStore`; the manager stores it in the
@@ -55,7 +55,7 @@ __all__ = ["WORKER_MODULE", "RemoteStore", "main"]
 log = logging.getLogger("sluice.intake")
 
 #: What the manager runs with ``python -m``.
-WORKER_MODULE = "sluice.daemon.worker_main"
+WORKER_MODULE = "sluice.daemon.worker_start"
 #: prctl(2) option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
 #: Exit status when the link to the manager is lost (EX_SOFTWARE, sysexits.h).

@@ -133,6 +133,10 @@ class IntakeWorkers:
             except TimeoutError as exc:
                 raise OSError(f"intake worker {worker.index} did not start") from exc
 
+    def _is_stopping(self) -> bool:
+        """``stopping``, read through a call (not narrowed by an earlier test: mypyc)."""
+        return self.stopping
+
     async def _spawn(self, worker: _Link) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -140,7 +144,7 @@ class IntakeWorkers:
         argv = [
             sys.executable,
             "-m",
-            "sluice.daemon.worker_main",
+            "sluice.daemon.worker_start",  # worker_main itself may be compiled
             "--config",
             opts.config_path,
             "--ipc-fd",
@@ -213,7 +217,7 @@ class IntakeWorkers:
             )
             await asyncio.sleep(pause)
             worker.pause = pause = min(pause * 2, RESTART_PAUSE_MAX)
-            if self.stopping:
+            if self._is_stopping():  # stop() may have run during the pause
                 return
             try:
                 await self._spawn(worker)

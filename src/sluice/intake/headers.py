@@ -42,13 +42,17 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+#: An alias: mypyc's dataclass support resolves field types by name in this module.
+_MemoryView = memoryview
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeaderEdit:
     """The edited message: ``header`` (ending with the empty line) followed by ``body``."""
 
     header: bytes
     #: The rest of the message as received, not copied.
-    body: memoryview
+    body: _MemoryView
     #: X-Virtual-MTA value (lower case, stripped), when processed and present.
     vmta: str | None = None
     #: Job id from the job header, when processed and present.

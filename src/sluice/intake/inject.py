@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import count
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast
 
 from sluice.clock import Clock
 from sluice.errors import ReplyHint, SpoolError, SpoolFullError
@@ -52,6 +52,7 @@ __all__ = [
     "Transaction",
     "default_queue_for",
     "queues_of",
+    "store_nowait_of",
 ]
 
 log = logging.getLogger("sluice.intake")
@@ -64,13 +65,25 @@ class Store(Protocol):
     async def store(self, envelope: Envelope, body: bytes) -> MessageId: ...
 
 
-@runtime_checkable
 class NowaitStore(Protocol):
     """A store that can also answer with a future (no coroutine, no task per message): the
     spools and an intake worker's link to the queue manager. It may raise at once (e.g.
     SpoolUnavailableError) or through the future."""
 
     def store_nowait(self, envelope: Envelope, body: bytes) -> asyncio.Future[MessageId]: ...
+
+
+def store_nowait_of(
+    store: object,
+) -> Callable[[Envelope, bytes], asyncio.Future[MessageId]] | None:
+    """``store.store_nowait`` when ``store`` is a :class:`NowaitStore`, else None (a
+    duck-typed check: compiled Protocol classes cannot be ``runtime_checkable``)."""
+    method: Any = getattr(store, "store_nowait", None)
+    return (
+        cast("Callable[[Envelope, bytes], asyncio.Future[MessageId]]", method)
+        if callable(method)
+        else None
+    )
 
 
 #: The hand-off: called once per stored message, after its 250 was written.
@@ -156,7 +169,7 @@ class Injector:
         #: When the spool last turned full (0: it is not): one warning per full spell.
         self._full_since = 0.0
         #: The spool's future-returning store, when it has one (no task per message).
-        self._store_nowait = spool.store_nowait if isinstance(spool, NowaitStore) else None
+        self._store_nowait = store_nowait_of(spool)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property

@@ -252,6 +252,11 @@ class SmtpSession(asyncio.Protocol):
             return
         self._close_with(R.SHUTTING_DOWN)
 
+    def _is_closed(self) -> bool:
+        """``closed``, read through a call: a type checker (and mypyc, which compiles by its
+        types) must not assume the value it saw before a call that may have changed it."""
+        return self.closed
+
     def abort(self) -> None:
         if not self.closed:
             self.closed = True
@@ -498,7 +503,7 @@ class SmtpSession(asyncio.Protocol):
             self.abort()
         if msg_id is not None:
             self._hand_off(msg_id, result)
-        if self.closed:
+        if self._is_closed():  # abort() above may have closed it
             return
         if self._shutdown:
             self._close_with(R.SHUTTING_DOWN)

@@ -44,10 +44,12 @@ class Connection:
 
     def __new__(cls, our_role: Role | None = None, **kwargs: Any) -> Connection:
         if cls.role is not None:
-            return object.__new__(cls)
+            return super().__new__(cls)
         if our_role is None:
             raise LocalProtocolError("Connection needs our_role=SERVER or CLIENT")
-        return object.__new__(Connection._by_role[our_role])
+        # The role's class builds itself (a compiled class cannot be made by another's
+        # __new__); Python then runs __init__ once more with our_role, which only checks it.
+        return Connection._by_role[our_role](**kwargs)
 
     def __init__(
         self,

@@ -81,8 +81,8 @@ class GroupCommitter(Generic[Op]):
         self._abandon = False
         self._stopped: asyncio.Future[None] = loop.create_future()
         self.stats = BatchStats()
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
+        self._committer_thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._committer_thread.start()
 
     def submit(self, op: Op) -> asyncio.Future[Any]:
         """Queue ``op`` for the next batch; the future gets its result (call on the loop)."""
@@ -113,7 +113,7 @@ class GroupCommitter(Generic[Op]):
             self._abandon = abandon
             self._cond.notify()
         await self._stopped
-        self._thread.join()
+        self._committer_thread.join()
 
     def _deadline(self) -> None:
         """The oldest deferred operation has waited ``defer``: run what is pending (loop)."""
