@@ -4,20 +4,21 @@ Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit status). Adding a command means adding its module to
 ``_COMMAND_MODULES``; nothing else changes.
 
-Public names: main.
+Public names: main, build_kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from sluice._version import __version__
 
-__all__ = ["main"]
+__all__ = ["build_kind", "main"]
 
 #: Command modules, in the order ``sluice --help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -29,12 +30,22 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def build_kind() -> str:
+    """How this installation was built: the per-message modules compiled by mypyc (the
+    default, see setup.py) or the pure-Python package (``SLUICE_PURE=1``, or no compiler)."""
+    spec = importlib.util.find_spec("sluice.smtp._server")
+    origin = spec.origin if spec is not None and spec.origin is not None else ""
+    return "pure Python" if origin.endswith(".py") else "compiled with mypyc"
+
+
 def _build_parser(modules: Sequence[ModuleType]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
         description="Sluice: a high-volume outbound MTA that reads PowerMTA-style configuration.",
     )
-    parser.add_argument("--version", action="version", version=f"sluice {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"sluice {__version__} ({build_kind()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in modules:
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
