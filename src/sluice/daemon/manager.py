@@ -172,6 +172,13 @@ class DeliveryManager:
                 finally:
                     timer.cancel()
 
+    def _spool(self) -> Spool | None:
+        """The daemon's spool, as the ``Spool`` protocol: any spool, or a test's stand-in
+        (a typed attribute read would be checked against the concrete spool classes when
+        this module is compiled)."""
+        spool: Spool | None = getattr(self.d, "spool")  # noqa: B009 (untyped read, see above)
+        return spool
+
     def _forget_wake(self) -> None:
         """Clear ``wake_at`` before a turn (the turn's actions set it again). A method, not an
         assignment in the loop: the type checker, and mypyc which compiles by its types, would
@@ -362,7 +369,7 @@ class DeliveryManager:
         failure puts the snapshot back for the next turn: nothing is forgotten, nothing is
         removed early.
         """
-        spool: Spool | None = self.d.spool  # the protocol: any spool (or a test's proxy)
+        spool = self._spool()
         if spool is None:
             return
         async with self._flush_lock:
@@ -413,7 +420,7 @@ class DeliveryManager:
     async def _mark_kept(self, updates: list[RcptUpdate]) -> bool:
         """Write the marks of finished messages whose removal failed; False if that failed
         too (the marks wait for the next turn, and so do this turn's accounting records)."""
-        spool: Spool | None = self.d.spool  # the protocol: any spool (or a test's proxy)
+        spool = self._spool()
         assert spool is not None
         try:
             await spool.mark(updates)
@@ -503,7 +510,7 @@ class DeliveryManager:
 
     async def _deliver_unsafe(self, action: Deliver) -> None:
         session = self.sessions.get(action.connection_id)
-        spool: Spool | None = self.d.spool  # the protocol: any spool (or a test's proxy)
+        spool = self._spool()
         assert spool is not None
         transfers: list[Transfer] = []
         results: list[Result] = []
