@@ -1,6 +1,6 @@
 """The asyncio Protocol under one outbound session: bytes ⇄ the sans-IO client engine.
 
-``ClientProtocol`` feeds what arrives into ``smtp.Connection(CLIENT)`` and collects the
+``ClientProtocol`` feeds what arrives into ``smtp.ClientConnection()`` and collects the
 replies (``read_replies``); the session writes a whole pipelined group, then awaits one
 future that completes when the replies it expects have arrived — or the connection closed,
 the engine saw a protocol error or a 421, or the deadline passed. One future per reply
@@ -23,9 +23,7 @@ import enum
 from typing import cast
 
 from sluice.smtp import (
-    CLIENT,
     ClientConnection,
-    Connection,
     RemoteProtocolError,
     Reply,
     State,
@@ -52,9 +50,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        conn = Connection(CLIENT)
-        assert isinstance(conn, ClientConnection)
-        self.conn: ClientConnection = conn
+        self.conn = ClientConnection()
         self.transport: asyncio.Transport | None = None
         #: Replies received and not yet taken by the session, oldest first.
         self.replies: list[Reply] = []

@@ -144,19 +144,11 @@ def received_field(
 #: address. Bounded (cleared when full): HELO names come from clients.
 _received_heads: dict[tuple[str, str, str, str, bool], bytes] = {}
 _RECEIVED_MEMO_LIMIT = 1024
-_tail_cache: tuple[int, bytes] = (-1, b"")
 
 
 def _date_tail(now: float) -> bytes:
-    """``; DATE\r\n`` for ``now``, encoded (once per second)."""
-    global _tail_cache
-    sec = int(now)
-    cached_sec, cached = _tail_cache
-    if sec == cached_sec:
-        return cached
-    tail = f"; {rfc5322_date(now)}\r\n".encode("ascii")
-    _tail_cache = (sec, tail)
-    return tail
+    """``; DATE\r\n`` for ``now``, encoded (the date text is cached per second)."""
+    return f"; {rfc5322_date(now)}\r\n".encode("ascii")
 
 
 def _value(raw: bytes) -> str:
