@@ -67,7 +67,14 @@ class GroupCommitter(Generic[Op]):
         #: None: every operation is urgent (nothing is deferred).
         self._urgent = urgent if defer > 0 else None
         self._defer = defer
-        self._cond = threading.Condition(threading.Lock())
+        # Two plain locks rather than a threading.Condition, whose methods are Python code
+        # (``submit`` runs once per operation): ``_lock`` guards the state below; the thread
+        # sleeps by acquiring ``_wake`` (held while nobody has signalled) and ``_signal``
+        # releases it, at most once per sleep (``_sleeping``).
+        self._lock = threading.Lock()
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._sleeping = False
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         #: Urgent operations among ``_pending``.
         self._n_urgent = 0
@@ -89,7 +96,7 @@ class GroupCommitter(Generic[Op]):
         fut: asyncio.Future[Any] = self._loop.create_future()
         is_urgent = self._urgent
         urgent = is_urgent is None or is_urgent(op)
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 raise SpoolUnavailableError("the spool is closed")
             pending = self._pending
@@ -98,7 +105,7 @@ class GroupCommitter(Generic[Op]):
             if urgent:
                 self._n_urgent += 1
             if (self._waiting and (urgent or full)) or (self._waiting_for_full and full):
-                self._cond.notify()
+                self._signal()
         if not urgent and self._timer is None:
             self._timer = self._loop.call_later(self._defer, self._deadline)
         return fut
@@ -108,39 +115,60 @@ class GroupCommitter(Generic[Op]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with self._cond:
+        with self._lock:
             self._stopping = True
             self._abandon = abandon
-            self._cond.notify()
+            self._signal()
         await self._stopped
         self._committer_thread.join()
 
     def _deadline(self) -> None:
         """The oldest deferred operation has waited ``defer``: run what is pending (loop)."""
         self._timer = None
-        with self._cond:
+        with self._lock:
             if self._pending and not self._stopping:
                 self._due = True
                 if self._waiting:
-                    self._cond.notify()
+                    self._signal()
+
+    def _signal(self) -> None:
+        """Wake the thread if it sleeps (call with ``_lock`` held)."""
+        if self._sleeping:
+            self._sleeping = False
+            self._wake.release()
 
     # -- worker thread -------------------------------------------------------------------
 
+    def _sleep(self, timeout: float | None) -> None:
+        """Sleep until signalled, or ``timeout`` seconds (called with ``_lock`` held, which
+        is released meanwhile and held again on return)."""
+        self._sleeping = True
+        self._lock.release()
+        try:
+            woken = self._wake.acquire() if timeout is None else self._wake.acquire(True, timeout)
+        finally:
+            self._lock.acquire()
+        if not woken:
+            if self._sleeping:  # nobody signalled
+                self._sleeping = False
+            else:  # a signal came between the timeout and taking _lock: consume it
+                self._wake.acquire()
+
     def _take(self) -> list[tuple[Op, asyncio.Future[Any]]] | None:
-        with self._cond:
+        with self._lock:
             while not (
                 self._stopping
                 or self._n_urgent
                 or (self._pending and (self._due or len(self._pending) >= self._max_batch))
             ):
                 self._waiting = True
-                self._cond.wait()
+                self._sleep(None)
                 self._waiting = False
             if self._stopping and (self._abandon or not self._pending):
                 return None
             if self._linger > 0 and len(self._pending) < self._max_batch and not self._stopping:
                 self._waiting_for_full = True
-                self._cond.wait(self._linger)
+                self._sleep(self._linger)
                 self._waiting_for_full = False
             pending = self._pending
             if len(pending) <= self._max_batch:
@@ -184,7 +212,7 @@ class GroupCommitter(Generic[Op]):
                 self._finish()
 
     def _finish(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopping = True
             leftover = self._pending
             self._pending = []
