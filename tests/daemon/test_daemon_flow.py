@@ -205,7 +205,21 @@ async def _run_with_flaky_marks(tmp_path: Path) -> tuple[int, int, int]:
                 raise SpoolUnavailableError("injected: disk I/O error")
             await real_remove(msg_id)
 
-        daemon.spool = cast(SqliteSpool, _Proxy(spool, mark=flaky_mark, remove=flaky_remove))
+        real_remove_nowait = spool.remove_nowait
+
+        def flaky_remove_nowait(msg_id: MessageId) -> asyncio.Future[None]:
+            # The manager removes through this one (a future per message, no task).
+            if failures[0]:
+                failures[0] -= 1
+                failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                failed.set_exception(SpoolUnavailableError("injected: disk I/O error"))
+                return failed
+            return real_remove_nowait(msg_id)
+
+        proxy = _Proxy(
+            spool, mark=flaky_mark, remove=flaky_remove, remove_nowait=flaky_remove_nowait
+        )
+        daemon.spool = cast(SqliteSpool, proxy)
         try:
             for i in range(3):
                 body = f"Subject: {i}\r\n\r\nbody\r\n".encode()

@@ -16,10 +16,10 @@ def test_empty_queue_says_empty() -> None:
 def test_sleep_until_the_first_bucket() -> None:
     q: TimeQ[str] = TimeQ()
     q.push(105.2, "a")
-    assert q.pop_due(100.0) == Sleep(6.0)  # rounded up to 106
+    assert q.pop_due(100.0) == Sleep(seconds=6.0)  # rounded up to 106
     assert q.next_due() == 106.0
-    assert q.pop_due(105.5) == Sleep(0.5)
-    assert q.pop_due(106.0) == Ready(["a"])
+    assert q.pop_due(105.5) == Sleep(seconds=0.5)
+    assert q.pop_due(106.0) == Ready(items=["a"])
     assert q.pop_due(106.0) is EMPTY
 
 
@@ -28,7 +28,7 @@ def test_releases_everything_due_in_order() -> None:
     for due, item in [(30.0, 3), (10.0, 1), (20.0, 2), (10.0, 11), (40.0, 4)]:
         q.push(due, item)
     assert len(q) == 5
-    assert q.pop_due(30.0) == Ready([1, 11, 2, 3])
+    assert q.pop_due(30.0) == Ready(items=[1, 11, 2, 3])
     assert len(q) == 1
     assert q.drain() == [4]
     assert len(q) == 0

@@ -41,6 +41,7 @@ from sluice.daemon.mapping import (
 )
 from sluice.daemon.mgmt_map import mgmt_settings
 from sluice.daemon.routing_map import QueueRouter
+from sluice.daemon.wakeup import Wakeup
 from sluice.daemon.warmup_map import warmup_assignments, warmup_plans
 from sluice.daemon.workers import STOP_MARGIN, IntakeWorkers, WorkerOptions, bind_listener
 from sluice.intake.inject import Injector
@@ -56,7 +57,7 @@ from sluice.sched import (
     WarmupState,
 )
 from sluice.sched.cpu import REFUSAL_REPLY
-from sluice.spool import AnySpool, open_spool, spool_kind_at
+from sluice.spool import AnySpool, Spool, open_spool, spool_kind_at
 
 __all__ = ["Daemon", "DaemonOptions"]
 
@@ -113,7 +114,7 @@ class Daemon:
             settings_for=self._settings_for,
             total_max_smtp_out=self._total_max_smtp_out(),
         )
-        self.spool: AnySpool | None = None
+        self.spool: Spool | None = None
         self.intake: IntakeServer | None = None
         #: Intake in worker processes (``intake-processes`` > 0) instead of :attr:`intake`.
         self.workers: IntakeWorkers | None = None
@@ -138,7 +139,7 @@ class Daemon:
         self._throttled: set[str] = set()
         #: Inbound ``<pattern-list>`` rules per client address: (regex, vmta) pairs.
         self._pattern_rules: dict[str, tuple[tuple[re.Pattern[str], str | None], ...]] = {}
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._stopping = asyncio.Event()
         self.manager: DeliveryManager | None = None
         #: Actions produced before the delivery manager started (recovery of expired mail).
@@ -548,5 +549,5 @@ class Daemon:
         self._wakeup.set()
 
     @property
-    def wakeup(self) -> asyncio.Event:
+    def wakeup(self) -> Wakeup:
         return self._wakeup

@@ -23,6 +23,7 @@ from sluice.acct.records import RecordType
 from sluice.config import DEFAULT_VMTA, parse_queue_name
 from sluice.daemon.mapping import delivery_settings, dns_servers, local_names, route_settings
 from sluice.daemon.notices import Notices
+from sluice.daemon.wakeup import Wakeup
 from sluice.delivery import ConnectFailure, Session, Transfer, open_session
 from sluice.delivery.values import SessionInfo
 from sluice.errors import SpoolError
@@ -91,7 +92,7 @@ class DeliveryManager:
         self._loop_task: asyncio.Task[None] | None = None
         #: The flusher: writes each turn's outcomes while the planner goes on dispatching.
         self._flush_task: asyncio.Task[None] | None = None
-        self._flush_wanted = asyncio.Event()
+        self._flush_wanted = Wakeup()
         self._stopping = False
         nameservers, port = dns_servers(daemon.config)
         self.resolver = CachingResolver(
@@ -294,9 +295,12 @@ class DeliveryManager:
 
     def _observe(self, queue: str, kind: OutcomeKind, now: float, n: int) -> None:
         """Feed a warm-up plan the outcomes of its VMTA (deferral and bounce rates)."""
+        warmup = self.d.warmup
+        if not warmup.any:  # no plan at all: nothing to parse (this runs per outcome)
+            return
         domain, vmta = parse_queue_name(queue)
-        if self.d.warmup.plan_of(vmta) is not None:
-            self.d.warmup.observe(vmta, domain, kind, now, n)
+        if warmup.plan_of(vmta) is not None:
+            warmup.observe(vmta, domain, kind, now, n)
 
     def _reroute(self, action: Reroute) -> None:
         """``backoff-reroute-to-virtual-mta``: move recipients to the same domain on another
@@ -394,9 +398,7 @@ class DeliveryManager:
                     return
             self.notices.dsn_jobs[:0] = failed_jobs
             self.finished[:0] = [m for m in finished if m in waiting]
-            results = await asyncio.gather(
-                *(spool.remove(m) for m in removable), return_exceptions=True
-            )
+            results = await _remove_all(spool, removable)
             kept: set[MessageId] = set()
             for msg_id, result in zip(removable, results, strict=True):
                 if isinstance(result, SpoolError) and not isinstance(result, UnknownMessageError):
@@ -591,3 +593,29 @@ class DeliveryManager:
         if session is not None:
             await session.close()
         self.execute(self.sched.connection_closed(connection_id, self.d.clock.wall()))
+
+
+async def _remove_all(spool: Spool, ids: list[MessageId]) -> list[BaseException | None]:
+    """Remove ``ids`` (one batch of the spool's group commit); per id None or the error.
+    A spool with ``remove_nowait`` (both durable spools) costs a future per id, not a task."""
+    nowait: Any = getattr(spool, "remove_nowait", None)
+    if nowait is None:
+        return list(await asyncio.gather(*(spool.remove(m) for m in ids), return_exceptions=True))
+    pending: list[asyncio.Future[None] | BaseException] = []
+    for msg_id in ids:
+        try:
+            pending.append(nowait(msg_id))
+        except SpoolError as exc:
+            pending.append(exc)
+    results: list[BaseException | None] = []
+    for item in pending:
+        if isinstance(item, BaseException):
+            results.append(item)
+            continue
+        try:
+            await item
+        except Exception as exc:
+            results.append(exc)
+        else:
+            results.append(None)
+    return results

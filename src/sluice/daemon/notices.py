@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["DsnJob", "Notices"]
 
 log = logging.getLogger("sluice.delivery")
+#: NOTIFY=SUCCESS as an int (tested with ``_value_``: Flag's ``&`` and ``bool`` are Python code).
+_NOTIFY_SUCCESS: int = Notify.SUCCESS._value_
 
 #: A DSN owed: the message, the recipient indexes it reports on, the verdict, the action.
 DsnJob = tuple[MessageId, tuple[int, ...], Diagnostic, DsnAction]
@@ -138,7 +140,7 @@ class Notices:
             return
         envelope = self.d.envelopes.get(action.msg_id)
         if envelope is None or not any(
-            envelope.recipients[i].notify & Notify.SUCCESS for i in action.rcpts
+            envelope.recipients[i].notify._value_ & _NOTIFY_SUCCESS for i in action.rcpts
         ):
             return
         owed = dsn_recipients(envelope, action.rcpts, DsnAction.RELAYED)

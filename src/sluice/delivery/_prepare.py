@@ -61,18 +61,23 @@ class Offer:
         )
 
 
-@dataclass(slots=True)
 class Prepared:
     """A transfer ready to be sent: its events and the outcomes decided so far (a working
-    object of the session's, made once per transfer: positional, not frozen)."""
+    object of the session's, made once per transfer: positional, not frozen; a plain class,
+    whose constructor mypyc compiles, unlike the one ``dataclasses`` generates)."""
 
-    transfer: Transfer
-    #: MAIL FROM, a RCPT TO for every recipient not refused locally, DATA: the group.
-    events: list[Event]
-    #: The indexes of those recipients, in the order of their RCPT TO.
-    indexes: list[int]
-    #: Outcomes of recipients refused locally; the session appends the rest.
-    results: list[Result]
+    __slots__ = ("events", "indexes", "results", "transfer")
+
+    def __init__(
+        self, transfer: Transfer, events: list[Event], indexes: list[int], results: list[Result]
+    ) -> None:
+        self.transfer = transfer
+        #: MAIL FROM, a RCPT TO for every recipient not refused locally, DATA: the group.
+        self.events = events
+        #: The indexes of those recipients, in the order of their RCPT TO.
+        self.indexes = indexes
+        #: Outcomes of recipients refused locally; the session appends the rest.
+        self.results = results
 
 
 def prepare(t: Transfer, conn: ClientConnection, offer: Offer) -> Prepared | list[Result]:

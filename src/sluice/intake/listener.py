@@ -190,7 +190,10 @@ class IntakeServer:
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.create_task(self._sweep(), name="intake-sweeper")
-        sockname = server.sockets[0].getsockname()
+        # Untyped read: uvloop's Server.sockets is a list where typeshed says tuple, and
+        # compiled (mypyc) code checks the declared type.
+        sockets: Any = getattr(server, "sockets")  # noqa: B009
+        sockname = sockets[0].getsockname()
         log.info("listening for SMTP on %s:%d", sockname[0], sockname[1])
         return str(sockname[0]), int(sockname[1])
 

@@ -66,6 +66,11 @@ class Outcome:
     #: True when the failure was name resolution (retry after ``retry_after_dns_error``).
     dns_error: bool = False
 
+    def __hash__(self) -> int:
+        # Written out: equal outcomes have equal text, so the text alone is a valid hash, and
+        # compiled it is a native call (the generated one is Python code over every field).
+        return hash(self.text)
+
     @classmethod
     def delivered(cls, text: str = "250 ok") -> Outcome:
         return cls(kind=OutcomeKind.DELIVERED, text=text)

@@ -1,7 +1,7 @@
 """A time-ordered queue of items, bucketed by whole second: push, then pop what is due.
 
 KumoMTA's ``timeq`` shape with the time passed in: :meth:`TimeQ.pop_due` answers
-``Ready(items)`` (everything due at ``now``), ``Sleep(seconds)`` (nothing due yet) or
+``Ready`` (the items due at ``now``), ``Sleep`` (seconds until the next is due) or
 ``EMPTY``. Items are grouped in buckets keyed by their due time rounded *up* to the
 resolution (1 s by default), so an item is never returned before its due time, a million
 items due in the same second cost one heap entry, and each item costs one list slot.
@@ -29,18 +29,35 @@ T = TypeVar("T")
 DEFAULT_RESOLUTION = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Ready(Generic[T]):
-    """Items whose due time has come, oldest bucket first."""
+class Ready(Generic[T]):  # noqa: PLW1641 (holds a list: unhashable, as a list is)
+    """Items whose due time has come, oldest bucket first.
 
-    items: list[T]
+    A plain class rather than a frozen dataclass: mypyc cannot compile a generic dataclass,
+    and this module is compiled (it runs several times per message). Compared by its items.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, *, items: list[T]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ready) and self.items == other.items
+
+    def __repr__(self) -> str:
+        return f"Ready(items={self.items!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sleep:
     """Nothing is due; the earliest item is due in ``seconds``."""
 
     seconds: float
+
+    # Written out rather than generated: compiled by mypyc, a hand-written __init__ is a
+    # native constructor (~10x faster); tests/test_dataclass_inits.py keeps it in step.
+    def __init__(self, *, seconds: float) -> None:
+        object.__setattr__(self, "seconds", seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +119,14 @@ class TimeQ(Generic[T]):
             return EMPTY
         limit = now / self._resolution
         if keys[0] > limit:
-            return Sleep(keys[0] * self._resolution - now)
+            return Sleep(seconds=keys[0] * self._resolution - now)
         items: list[T] = []
         while keys and keys[0] <= limit:
             key = heapq.heappop(keys)
             del self._times[key]
             items.extend(self._buckets.pop(key))
         self._count -= len(items)
-        return Ready(items)
+        return Ready(items=items)
 
     def drain(self) -> list[T]:
         """Remove and return everything, due or not, in due order."""

@@ -285,6 +285,11 @@ class WarmupState:
         if current is None or current.plan != plan or current.start != start:
             self._vmtas[vmta] = _VmtaWarmup(plan, start)
 
+    @property
+    def any(self) -> bool:
+        """Some VMTA has a warm-up plan."""
+        return bool(self._vmtas)
+
     def plan_of(self, vmta: str) -> WarmupPlan | None:
         w = self._vmtas.get(vmta)
         return None if w is None else w.plan

@@ -122,7 +122,7 @@ def _notify(flags: Notify) -> str:
 def _rcpt(ev: Event, utf8: bool) -> str:
     assert isinstance(ev, RcptTo)
     path = _path(ev.address, ev.route, utf8=utf8, postmaster=True)
-    if not ev.notify and ev.orcpt is None:
+    if not ev.notify._value_ and ev.orcpt is None:  # _value_: Flag.__bool__ is Python code
         return f"RCPT TO:{path}"
     parts = [f"RCPT TO:{path}"]
     if ev.notify:

@@ -146,6 +146,9 @@ class Reply:
         self.__post_init__()
 
     def __post_init__(self) -> None:
+        # Not yet made (a reply's wire form is never empty). A value, not a missing
+        # attribute: raising AttributeError per new reply costs a traceback when compiled.
+        object.__setattr__(self, "_wire", b"")
         if not (200 <= self.code <= 599) or not self.lines:
             raise LocalProtocolError(f"invalid reply code {self.code} or empty reply")
         for line in self.lines:
@@ -187,10 +190,9 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """The reply as it goes on the wire (CRLF line endings); computed once."""
-        try:
-            return self._wire
-        except AttributeError:
-            pass
+        made = self._wire
+        if made:
+            return made
         if len(self.lines) == 1:  # the usual reply: one line, no loop
             head = f"{self.code} {self.enhanced} " if self.enhanced is not None else f"{self.code} "
             wire = f"{head}{self.lines[0]}".rstrip(" ").encode("utf-8") + b"\r\n"

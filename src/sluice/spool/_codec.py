@@ -12,7 +12,7 @@ Raises: CorruptMessageError (EnvelopeDecoder.decode) for anything that is not a 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluice.message import Envelope, Notify, Recipient
@@ -32,10 +32,31 @@ _NOTIFY_BY_VALUE: dict[int, Notify] = {v: Notify(v) for v in range(16)}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
+def _c_encoder() -> Callable[[object, int], Iterable[str]] | None:
+    """The C encoder behind ``_dumps``, called directly (``JSONEncoder.encode`` and
+    ``iterencode`` are two Python calls per envelope before it); None without the C module."""
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    # Iterable, not a concrete type: the C encoder's chunks come as a list or a tuple
+    # (compiled code would check a concrete one).
+    encoder: Callable[[object, int], Iterable[str]] = make(
+        None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return encoder
+
+
+def _no_default(obj: object) -> object:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_c_encode = _c_encoder()
+
+
 def encode_envelope(env: Envelope) -> bytes:
     """The record bytes for ``env`` (UTF-8 JSON). Raises UnicodeEncodeError on lone surrogates."""
     flags = (_FLAG_SMTPUTF8 if env.smtputf8 else 0) | (_FLAG_8BIT if env.body_8bit else 0)
-    rcpts = [[r.address, r.notify.value, r.orcpt] for r in env.recipients]
+    rcpts = [[r.address, r.notify._value_, r.orcpt] for r in env.recipients]
     rec = [
         FORMAT_VERSION,
         env.sender,
@@ -52,6 +73,8 @@ def encode_envelope(env: Envelope) -> bytes:
         flags,
         [list(t) for t in env.tags] if env.tags else 0,
     ]
+    if _c_encode is not None:
+        return "".join(_c_encode(rec, 0)).encode("utf-8")
     return _dumps(rec).encode("utf-8")
 
 

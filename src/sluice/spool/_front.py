@@ -20,7 +20,8 @@ __all__ = ["CommitFront"]
 
 
 class CommitFront:
-    """``store``, ``store_nowait``, ``mark``, ``remove`` and ``write_stats`` of a spool."""
+    """``store``, ``store_nowait``, ``mark``, ``remove``, ``remove_nowait`` and ``write_stats``
+    of a spool."""
 
     _wq: GroupCommitter[WriteOp]
     _next_id: int
@@ -42,16 +43,24 @@ class CommitFront:
             raise SpoolUnavailableError("the spool is closed")
         msg_id = self._next_id
         self._next_id = msg_id + 1
-        future: asyncio.Future[MessageId] = self._wq.submit(Store(msg_id, envelope, bytes(body)))
+        future: asyncio.Future[MessageId] = self._wq.submit(
+            Store(msg_id=msg_id, envelope=envelope, body=bytes(body))
+        )
         return future
 
     async def mark(self, updates: Sequence[RcptUpdate]) -> None:
         if self._closed:
             raise SpoolUnavailableError("the spool is closed")
         if updates:
-            await self._wq.submit(Mark(tuple(updates)))
+            await self._wq.submit(Mark(updates=tuple(updates)))
 
     async def remove(self, msg_id: MessageId) -> None:
+        await self.remove_nowait(msg_id)
+
+    def remove_nowait(self, msg_id: MessageId) -> asyncio.Future[None]:
+        """:meth:`remove` without a coroutine: the future resolves once the removal is
+        durable (for callers that remove many messages at once, e.g. the delivery manager)."""
         if self._closed:
             raise SpoolUnavailableError("the spool is closed")
-        await self._wq.submit(Remove(msg_id))
+        future: asyncio.Future[None] = self._wq.submit(Remove(msg_id=msg_id))
+        return future

@@ -148,7 +148,7 @@ class SegWriter:
                         (
                             u.msg_id,
                             u.rcpt_index,
-                            u.state.value,
+                            u.state._value_,
                             min(u.attempts, _MAX_U32),
                             u.next_attempt,
                             u.detail,

@@ -387,7 +387,7 @@ class SegmentSpool(CommitFront):
                 os.close(fd)
         quarantine(self.path, 0, mid, envelope + b"\n\n" + body, f"message {mid}: {reason}")
         if not self._closed:
-            fut = self._wq.submit(Remove(mid))
+            fut = self._wq.submit(Remove(msg_id=mid))
             fut.add_done_callback(_ignore_result)
 
     # -- closing --------------------------------------------------------------------------
