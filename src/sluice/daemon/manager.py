@@ -76,6 +76,8 @@ class DeliveryManager:
         self.sessions: dict[int, Session] = {}
         self.conn_queue: dict[int, str] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Open connections whose task waits for their next Deliver (see ``_serve``).
+        self._idle: dict[int, asyncio.Future[Deliver | None]] = {}
         self.updates: list[RcptUpdate] = []
         self.finished: list[MessageId] = []
         self.wake_at: float | None = None
@@ -229,7 +231,11 @@ class DeliveryManager:
                 case Connect():
                     self._spawn(self._connect(action), f"connect {action.queue}")
                 case Deliver():
-                    self._spawn(self._deliver(action), f"deliver {action.queue}")
+                    waiter = self._idle.pop(action.connection_id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(action)  # the connection's own task carries it out
+                    else:
+                        self._spawn(self._deliver(action), f"deliver {action.queue}")
                 case Close():
                     self._spawn(self._close(action), f"close {action.queue}")
                 case Delivered():
@@ -462,6 +468,27 @@ class DeliveryManager:
                 self.execute(
                     self.sched.connection_failed(action.connection_id, outcome, self.d.clock.wall())
                 )
+            return
+        await self._serve(action.connection_id)
+
+    async def _serve(self, connection_id: int) -> None:
+        """The open connection's task: carry out each Deliver the scheduler gives it, until
+        the session ends. One task per connection instead of one per Deliver (a task costs
+        several Python-level calls; a future does not). A Deliver that comes while this one
+        is busy gets a task of its own, as before."""
+        loop = asyncio.get_running_loop()
+        while connection_id in self.sessions and not self._stopping:
+            waiter: asyncio.Future[Deliver | None] = loop.create_future()
+            self._idle[connection_id] = waiter
+            try:
+                action = await waiter
+            finally:
+                if self._idle.get(connection_id) is waiter:
+                    del self._idle[connection_id]
+            if action is None:
+                return
+            await self._deliver(action)
+            self.d.wake()
 
     async def _connect_unsafe(self, action: Connect) -> None:
         queue = action.queue
@@ -590,6 +617,9 @@ class DeliveryManager:
             return
         del self.conn_queue[connection_id]
         session = self.sessions.pop(connection_id, None)
+        waiter = self._idle.pop(connection_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # its task ends
         if session is not None:
             await session.close()
         self.execute(self.sched.connection_closed(connection_id, self.d.clock.wall()))
