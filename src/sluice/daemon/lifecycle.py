@@ -72,6 +72,11 @@ log = logging.getLogger("sluice.daemon")
 #: Where the spool lives when the configuration has no ``<spool PATH>`` (PowerMTA's is
 #: /var/spool/pmta).
 DEFAULT_SPOOL_DIR = "/var/spool/sluice"
+#: ``spool-group-commit-ms`` default: a commit gathers what arrives in the millisecond after
+#: its first write (DESIGN §2: "up to ~2 ms or N messages"). Measured in the relay benchmark
+#: (docs/benchmarks.md): against 0, a fifth less CPU per message and a sixth more messages
+#: per second; the price is up to a millisecond more before each 250.
+DEFAULT_COMMIT_INTERVAL_MS = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,11 +202,13 @@ class Daemon:
     async def start(self) -> None:
         """Open and recover the spool, then start accounting, delivery and the listeners."""
         started = time.monotonic()
-        linger_ms = global_value(self.config, "spool-group-commit-ms", 0)
+        linger_ms = global_value(self.config, "spool-group-commit-ms", DEFAULT_COMMIT_INTERVAL_MS)
         linger = linger_ms / 1000.0 if isinstance(linger_ms, int) else 0.0
-        # defer=0: marks and removes commit at once. The delivery manager awaits them each
-        # turn, and letting them wait for a store's commit (the spool's 2 ms default) slowed
-        # delivery below the seed's 5000/h at 180x scaled time (shaping_e2e RP-001).
+        # defer=0: marks and removes are not held back for a store's commit (the commit
+        # interval above batches them with whatever comes). Holding them 2 ms slowed delivery
+        # below the seed's 5000/h at 180x scaled time when the manager awaited each flush
+        # (shaping_e2e RP-001); the relay measured no gain from it since flushes run beside
+        # the planner.
         path = self.spool_dir()
         kind = spool_kind_at(path) or str(global_value(self.config, "spool-format", "segment"))
         self.spool = await open_spool(path, kind=kind, linger=linger, defer=0.0)
