@@ -381,6 +381,27 @@ class SynCounter:
             with self._lock:
                 self._syns.append(Syn(time.monotonic(), src, dst, dport))
 
+    def barrier(self, timeout: float = 10.0) -> None:
+        """Return once every SYN sent before this call has been counted.
+
+        Each SYN is stamped when the counting thread reads it, which can lag behind a busy
+        machine; a marker SYN (to a closed port on 127.0.0.254) sent now and seen counted
+        means everything before it was read, so a time taken after the barrier separates
+        earlier SYNs from later ones.
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.254", 0))
+            port = probe.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as marker:
+            marker.settimeout(1.0)
+            with contextlib.suppress(OSError):
+                marker.connect(("127.0.0.254", port))
+        deadline = time.monotonic() + timeout
+        while not self.syns("127.0.0.254", port):
+            if time.monotonic() > deadline:
+                raise AssertionError("the SYN counter did not see its marker")
+            time.sleep(0.005)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -95,6 +95,7 @@ def test_kill9_with_deferred_mail_keeps_the_retry_schedule(
     # The receiver is fixed while Sluice is down (its start-up probes are not Sluice's SYNs).
     refusing.stop()
     sink = world.make_sink(REJ)
+    syn_counter.barrier()  # the new sink's readiness probes are counted before restarted_at
     restarted_at = time.monotonic()
     sluice.start()
     sluice.wait_for_stderr(rf"recovered: {RESTART_MESSAGES} messages", 5)
