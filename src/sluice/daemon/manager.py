@@ -477,6 +477,9 @@ class DeliveryManager:
         several Python-level calls; a future does not). A Deliver that comes while this one
         is busy gets a task of its own, as before."""
         loop = asyncio.get_running_loop()
+        # The connection just opened: the planner may give it mail now (when the task ended
+        # here, its done-callback woke the planner; this task goes on, so it wakes it).
+        self.d.wake()
         while connection_id in self.sessions and not self._stopping:
             waiter: asyncio.Future[Deliver | None] = loop.create_future()
             self._idle[connection_id] = waiter
