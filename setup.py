@@ -62,6 +62,7 @@ COMPILED = [
     "sluice/daemon/bodycache.py",
     "sluice/daemon/routing_map.py",
     "sluice/daemon/notices.py",
+    "sluice/daemon/outcomes.py",
     "sluice/daemon/system_clock.py",
     "sluice/daemon/wakeup.py",
     "sluice/intake/listener.py",

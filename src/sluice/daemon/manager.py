@@ -23,11 +23,11 @@ from sluice.acct.records import RecordType
 from sluice.config import DEFAULT_VMTA, parse_queue_name
 from sluice.daemon.mapping import delivery_settings, dns_servers, local_names, route_settings
 from sluice.daemon.notices import Notices
+from sluice.daemon.outcomes import PendingOutcomes
 from sluice.daemon.wakeup import Wakeup
 from sluice.delivery import ConnectFailure, Session, Transfer, open_session
 from sluice.delivery.values import SessionInfo
-from sluice.errors import SpoolError
-from sluice.message import MessageId, RcptState
+from sluice.message import RcptState
 from sluice.net.dns import CachingResolver, DnsResolver
 from sluice.routing import SourceChooser, SourceHost
 from sluice.sched import (
@@ -49,8 +49,7 @@ from sluice.sched import (
     SourceDisabled,
     Wake,
 )
-from sluice.spool import UnknownMessageError
-from sluice.spool.base import RcptUpdate, Spool
+from sluice.spool.base import Spool
 
 if TYPE_CHECKING:
     from sluice.daemon.lifecycle import Daemon
@@ -78,13 +77,12 @@ class DeliveryManager:
         self.tasks: set[asyncio.Task[None]] = set()
         #: Open connections whose task waits for their next Deliver (see ``_serve``).
         self._idle: dict[int, asyncio.Future[Deliver | None]] = {}
-        self.updates: list[RcptUpdate] = []
-        self.finished: list[MessageId] = []
         self.wake_at: float | None = None
         self.possible_duplicates = 0
         #: Accounting records and DSNs of this turn (written by ``_flush``).
         self.notices = Notices(daemon)
-        self._flush_lock = asyncio.Lock()
+        #: Marks and finished messages waiting for the flush.
+        self.outcomes = PendingOutcomes(daemon, self.notices)
         self._log_failures: dict[str, bool] = {}
         #: Connections whose current Deliver was already reported to the scheduler.
         self._reported_ids: set[int] = set()
@@ -189,8 +187,7 @@ class DeliveryManager:
         self.wake_at = None
 
     def _pending_outcomes(self) -> bool:
-        notices = self.notices
-        return bool(self.updates or self.finished or notices.records or notices.dsn_jobs)
+        return self.outcomes.pending()
 
     async def _flusher(self) -> None:
         """Flush the outcomes of each turn in the background.
@@ -241,7 +238,9 @@ class DeliveryManager:
                 case Delivered():
                     self._observe(action.queue, OutcomeKind.DELIVERED, now, len(action.rcpts))
                     self.notices.success_dsn(action, info)
-                    self._final(action.msg_id, action.rcpts, RcptState.DELIVERED, action.text)
+                    self.outcomes.final(
+                        action.msg_id, action.rcpts, RcptState.DELIVERED, action.text
+                    )
                     self.notices.record(RecordType.DELIVERY, action, info)
                 case Defer():
                     self._observe(action.queue, OutcomeKind.TRANSIENT, now, len(action.rcpts))
@@ -256,7 +255,7 @@ class DeliveryManager:
                             max(0.0, action.next_attempt - now),
                             action.text,
                         )
-                    self._mark(
+                    self.outcomes.mark(
                         action.msg_id,
                         action.rcpts,
                         RcptState.QUEUED,
@@ -269,9 +268,9 @@ class DeliveryManager:
                     if action.reason is not BounceReason.EXPIRED:
                         self._observe(action.queue, OutcomeKind.PERMANENT, now, len(action.rcpts))
                     self.notices.bounce(action, info)
-                    self._final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
+                    self.outcomes.final(action.msg_id, action.rcpts, RcptState.BOUNCED, action.text)
                 case Removed():
-                    self._final(action.msg_id, action.rcpts, RcptState.DELETED, "deleted")
+                    self.outcomes.final(action.msg_id, action.rcpts, RcptState.DELETED, "deleted")
                 case Wake():
                     if self.wake_at is None or action.at < self.wake_at:
                         self.wake_at = action.at
@@ -333,110 +332,9 @@ class DeliveryManager:
             )
         )
 
-    def _mark(
-        self,
-        msg_id: MessageId,
-        rcpts: Sequence[int],
-        state: RcptState,
-        text: str,
-        *,
-        attempts: int = 0,
-        next_attempt: float | None = None,
-    ) -> None:
-        for index in rcpts:
-            self.updates.append(
-                RcptUpdate(
-                    msg_id=msg_id,
-                    rcpt_index=index,
-                    state=state,
-                    attempts=attempts,
-                    next_attempt=next_attempt,
-                    detail=text[:500],
-                )
-            )
-
-    def _final(self, msg_id: MessageId, rcpts: Sequence[int], state: RcptState, text: str) -> None:
-        self._mark(msg_id, rcpts, state, text)
-        left = self.d.remaining.get(msg_id)
-        if left is None:
-            return
-        left -= len(rcpts)
-        if left <= 0:
-            del self.d.remaining[msg_id]
-            self.finished.append(msg_id)
-        else:
-            self.d.remaining[msg_id] = left
-
     async def _flush(self) -> None:
-        """Make this turn's outcomes durable, in the order D4 needs.
-
-        One snapshot of the pending DSNs, marks and finished messages is taken up front;
-        what arrives while this flush awaits waits for the next one. So a message is removed
-        only after its DSN is queued. A finished message's own marks are not written: its
-        removal is one atomic commit that makes every recipient's outcome durable at once
-        (a crash before it means a duplicate, never a loss — D4); if the removal fails, its
-        marks are written instead before any accounting record claims the outcome. A spool
-        failure puts the snapshot back for the next turn: nothing is forgotten, nothing is
-        removed early.
-        """
-        spool = self._spool()
-        if spool is None:
-            return
-        async with self._flush_lock:
-            jobs, self.notices.dsn_jobs = self.notices.dsn_jobs, []
-            updates, self.updates = self.updates, []
-            finished, self.finished = self.finished, []
-            records, self.notices.records = self.notices.records, []
-            failed_jobs = await self.notices.send_dsns(jobs) if jobs else []
-            waiting = {job[0] for job in failed_jobs}
-            removable = [m for m in finished if m not in waiting]
-            gone = set(removable)
-            marks = [u for u in updates if u.msg_id not in gone] if gone else updates
-            if marks:
-                try:
-                    await spool.mark(marks)
-                except SpoolError as exc:
-                    log.error("spool: recipient updates not written, retrying: %s", exc)
-                    self.notices.dsn_jobs[:0] = failed_jobs
-                    self.updates[:0] = updates
-                    self.finished[:0] = finished
-                    self.notices.records[:0] = records
-                    return
-            self.notices.dsn_jobs[:0] = failed_jobs
-            self.finished[:0] = [m for m in finished if m in waiting]
-            results = await _remove_all(spool, removable)
-            kept: set[MessageId] = set()
-            for msg_id, result in zip(removable, results, strict=True):
-                if isinstance(result, SpoolError) and not isinstance(result, UnknownMessageError):
-                    log.error("spool: message %d not removed, retrying: %s", msg_id, result)
-                    self.finished.append(msg_id)
-                    kept.add(msg_id)
-                    continue
-                self.d.envelopes.pop(msg_id, None)
-                self.d.bodies.discard(msg_id)
-                self.notices.sizes.pop(msg_id, None)
-            if kept and not await self._mark_kept([u for u in updates if u.msg_id in kept]):
-                self.notices.records[:0] = records
-                return
-            acct = self.d.acct
-            if acct is not None:
-                # Written only now: a record never claims an outcome the spool might forget.
-                for record in records:
-                    acct.record(record)
-                acct.flush()
-
-    async def _mark_kept(self, updates: list[RcptUpdate]) -> bool:
-        """Write the marks of finished messages whose removal failed; False if that failed
-        too (the marks wait for the next turn, and so do this turn's accounting records)."""
-        spool = self._spool()
-        assert spool is not None
-        try:
-            await spool.mark(updates)
-        except SpoolError as exc:
-            log.error("spool: recipient updates not written, retrying: %s", exc)
-            self.updates[:0] = updates
-            return False
-        return True
+        """Make this turn's outcomes durable (``PendingOutcomes.flush``, D4's order)."""
+        await self.outcomes.flush(self._spool())
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -626,29 +524,3 @@ class DeliveryManager:
         if session is not None:
             await session.close()
         self.execute(self.sched.connection_closed(connection_id, self.d.clock.wall()))
-
-
-async def _remove_all(spool: Spool, ids: list[MessageId]) -> list[BaseException | None]:
-    """Remove ``ids`` (one batch of the spool's group commit); per id None or the error.
-    A spool with ``remove_nowait`` (both durable spools) costs a future per id, not a task."""
-    nowait: Any = getattr(spool, "remove_nowait", None)
-    if nowait is None:
-        return list(await asyncio.gather(*(spool.remove(m) for m in ids), return_exceptions=True))
-    pending: list[asyncio.Future[None] | BaseException] = []
-    for msg_id in ids:
-        try:
-            pending.append(nowait(msg_id))
-        except SpoolError as exc:
-            pending.append(exc)
-    results: list[BaseException | None] = []
-    for item in pending:
-        if isinstance(item, BaseException):
-            results.append(item)
-            continue
-        try:
-            await item
-        except Exception as exc:
-            results.append(exc)
-        else:
-            results.append(None)
-    return results
