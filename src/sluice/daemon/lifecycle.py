@@ -76,7 +76,7 @@ DEFAULT_SPOOL_DIR = "/var/spool/sluice"
 #: its first write (DESIGN §2: "up to ~2 ms or N messages"). Measured in the relay benchmark
 #: (docs/benchmarks.md): against 0, a fifth less CPU per message and a sixth more messages
 #: per second; the price is up to a millisecond more before each 250.
-DEFAULT_COMMIT_INTERVAL_MS = 1
+DEFAULT_GROUP_COMMIT_MS = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,10 +202,10 @@ class Daemon:
     async def start(self) -> None:
         """Open and recover the spool, then start accounting, delivery and the listeners."""
         started = time.monotonic()
-        linger_ms = global_value(self.config, "spool-group-commit-ms", DEFAULT_COMMIT_INTERVAL_MS)
+        linger_ms = global_value(self.config, "spool-group-commit-ms", DEFAULT_GROUP_COMMIT_MS)
         linger = linger_ms / 1000.0 if isinstance(linger_ms, int) else 0.0
-        # defer=0: marks and removes are not held back for a store's commit (the commit
-        # interval above batches them with whatever comes). Holding them 2 ms slowed delivery
+        # defer=0: marks and removes are not held back for a store's commit (the linger
+        # above batches them with whatever comes). Holding them 2 ms slowed delivery
         # below the seed's 5000/h at 180x scaled time when the manager awaited each flush
         # (shaping_e2e RP-001); the relay measured no gain from it since flushes run beside
         # the planner.

@@ -156,7 +156,7 @@ class DeliveryManager:
             self._forget_wake()
             try:
                 self.execute(self.sched.plan(now))
-                if self._pending_outcomes():
+                if self.outcomes.pending():
                     self._flush_wanted.set()
             except Exception:  # a bug must not stop delivery for good: log, pause, go on
                 log.exception("delivery manager: turn failed; retrying in %.0fs", MAX_IDLE_SLEEP)
@@ -185,9 +185,6 @@ class DeliveryManager:
         assignment in the loop: the type checker, and mypyc which compiles by its types, would
         otherwise take ``wake_at`` for None for the rest of the turn."""
         self.wake_at = None
-
-    def _pending_outcomes(self) -> bool:
-        return self.outcomes.pending()
 
     async def _flusher(self) -> None:
         """Flush the outcomes of each turn in the background.

@@ -125,7 +125,7 @@ def _rcpt(ev: Event, utf8: bool) -> str:
     if not ev.notify._value_ and ev.orcpt is None:  # _value_: Flag.__bool__ is Python code
         return f"RCPT TO:{path}"
     parts = [f"RCPT TO:{path}"]
-    if ev.notify:
+    if ev.notify._value_:
         parts.append(f"NOTIFY={_notify(ev.notify)}")
     if ev.orcpt is not None:
         addr_type, _, addr = ev.orcpt.partition(";")

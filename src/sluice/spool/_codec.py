@@ -29,28 +29,34 @@ _FLAG_8BIT = 2
 #: Every combination of the four Notify bits, so decoding is a dict look-up, not Flag().
 _NOTIFY_BY_VALUE: dict[int, Notify] = {v: Notify(v) for v in range(16)}
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+_dumps = _encoder.encode
 
 
-def _c_encoder() -> Callable[[object, int], Iterable[str]] | None:
-    """The C encoder behind ``_dumps``, called directly (``JSONEncoder.encode`` and
-    ``iterencode`` are two Python calls per envelope before it); None without the C module."""
+def _c_encoder(enc: json.JSONEncoder) -> Callable[[object, int], Iterable[str]] | None:
+    """The C encoder ``enc.encode`` ends in, made once with ``enc``'s settings and called
+    directly (``encode`` and ``iterencode`` are two Python calls per envelope before it);
+    None without the C module."""
     make: Any = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return None
     # Iterable, not a concrete type: the C encoder's chunks come as a list or a tuple
     # (compiled code would check a concrete one).
     encoder: Callable[[object, int], Iterable[str]] = make(
-        None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+        None,  # markers: check_circular is off
+        enc.default,
+        json.encoder.encode_basestring,  # what ensure_ascii=False selects
+        enc.indent,
+        enc.key_separator,
+        enc.item_separator,
+        enc.sort_keys,
+        enc.skipkeys,
+        enc.allow_nan,
     )
     return encoder
 
 
-def _no_default(obj: object) -> object:
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-_c_encode = _c_encoder()
+_c_encode = _c_encoder(_encoder)
 
 
 def encode_envelope(env: Envelope) -> bytes:
