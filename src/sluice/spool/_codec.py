@@ -40,18 +40,21 @@ def _c_encoder(enc: json.JSONEncoder) -> Callable[[object, int], Iterable[str]] 
     make: Any = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return None
+    # Read untyped: the stubs type ``indent`` as int | str, None at run time, and compiled
+    # code checks the declared type.
+    settings: Any = enc
     # Iterable, not a concrete type: the C encoder's chunks come as a list or a tuple
     # (compiled code would check a concrete one).
     encoder: Callable[[object, int], Iterable[str]] = make(
         None,  # markers: check_circular is off
-        enc.default,
+        settings.default,
         json.encoder.encode_basestring,  # what ensure_ascii=False selects
-        enc.indent,
-        enc.key_separator,
-        enc.item_separator,
-        enc.sort_keys,
-        enc.skipkeys,
-        enc.allow_nan,
+        settings.indent,
+        settings.key_separator,
+        settings.item_separator,
+        settings.sort_keys,
+        settings.skipkeys,
+        settings.allow_nan,
     )
     return encoder
 
