@@ -381,6 +381,29 @@ def test_concurrent_stores_share_commits(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("inline_max", [1.0, None])
+def test_quick_batches_run_on_the_event_loop_unless_told_not_to(
+    inline_max: float | None, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        spool = await SegmentSpool.open(str(tmp_path / "s"), inline_max=inline_max)
+        try:
+            ids = await asyncio.gather(*(spool.store(sample_envelope(i), BODY) for i in range(50)))
+            await asyncio.gather(*(spool.remove(i) for i in ids[:10]))
+            stats = spool.write_stats
+            assert stats.ops == 60
+            assert stats.inline == (stats.batches if inline_max else 0)
+        finally:
+            await spool.close()
+        spool = await SegmentSpool.open(str(tmp_path / "s"))
+        try:
+            assert sorted(m.msg_id for m in spool.recover()) == sorted(ids[10:])
+        finally:
+            await spool.close()
+
+    asyncio.run(main())
+
+
 def test_uncached_bodies_are_read_on_the_reader_thread(tmp_path: Path) -> None:
     """Bodies evicted from the page cache come through the reader thread, intact."""
     path = tmp_path / "s"

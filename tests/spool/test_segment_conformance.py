@@ -1,5 +1,6 @@
 """The Spool conformance suite run against SegmentSpool (one test per check), with small
-segments so that rotation, sidecars and deletion happen inside the checks too."""
+segments so that rotation, sidecars and deletion happen inside the checks too, and with its
+batches on the event loop (the default) as well as on the writer thread only."""
 
 from __future__ import annotations
 
@@ -19,18 +20,28 @@ from sluice.spool.conformance import (
     check_spool,
     sample_envelope,
 )
+from sluice.spool.segment import INLINE_MAX
 
 
-def _segment_opener(tmp: Path, segment_size: int) -> SpoolOpener:
+def _segment_opener(
+    tmp: Path, segment_size: int, inline_max: float | None = INLINE_MAX
+) -> SpoolOpener:
     async def opener() -> CrashableSpool:
-        return await SegmentSpool.open(str(tmp / "spool"), segment_size=segment_size)
+        return await SegmentSpool.open(
+            str(tmp / "spool"), segment_size=segment_size, inline_max=inline_max
+        )
 
     return opener
 
 
 #: 64 KiB: the 1 MiB body of check_round_trip gets an oversized segment of its own, and the
 #: 300 concurrent stores span several segments. 64 MiB: the default, everything in one.
-SIZES = {"small-segments": 64 * 1024, "default-segments": 64 * 1024 * 1024}
+#: "-thread": every batch on the writer thread (``inline_max=None``).
+SIZES: dict[str, tuple[int, float | None]] = {
+    "small-segments": (64 * 1024, INLINE_MAX),
+    "default-segments": (64 * 1024 * 1024, INLINE_MAX),
+    "small-segments-thread": (64 * 1024, None),
+}
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
@@ -38,7 +49,7 @@ SIZES = {"small-segments": 64 * 1024, "default-segments": 64 * 1024 * 1024}
 def test_conformance_segment(
     size: str, check: Callable[[SpoolOpener], Coroutine[Any, Any, None]], tmp_path: Path
 ) -> None:
-    asyncio.run(check(_segment_opener(tmp_path, SIZES[size])))
+    asyncio.run(check(_segment_opener(tmp_path, *SIZES[size])))
 
 
 def test_check_spool_runs_every_check_on_segment(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ methods) that costs less CPU per message: a batch of stores, marks and removes i
 ``pwrite`` and one ``fdatasync`` of a preallocated segment file. Measured here (relay
 pattern, 2 KB, 1,700 msgs/s, bench/bench_spool.py relay): writer thread 100 → 72 µs per
 message with ``defer=0.002``, 161 → 115 µs with ``defer=0``; what is left is mostly the
-fdatasync itself and the thread hand-offs of GroupCommitter (~30 µs a batch).
+fdatasync itself and the thread hand-offs of GroupCommitter (~30 µs a batch), which the
+batches now skip while they are quick: they run on the event loop (``inline_max``).
 
 Layout of ``<spool PATH>``: ``seg-NNNNNNNN.log`` (64 MiB, zero-filled ahead of use;
 records as in :mod:`sluice.spool._segment_rec`), ``seg-NNNNNNNN.idx`` (a sealed segment's
@@ -27,7 +28,7 @@ Bodies are read on the event loop with ``preadv(RWF_NOWAIT)`` when they are in t
 cache (the usual case: mail is delivered just after it was written; 2.8 µs of CPU a load
 against 17 µs through a thread), else on a reader thread in batches, like SqliteSpool's.
 
-Public names: SegmentSpool, MIN_SEGMENT_SIZE.
+Public names: SegmentSpool, MIN_SEGMENT_SIZE, INLINE_MAX.
 Raises: SpoolFullError (ENOSPC, EDQUOT, or the ``max_bytes`` quota), SpoolUnavailableError
 (any other failure, a spool locked by another process, another format version),
 UnknownMessageError, CorruptMessageError.
@@ -64,12 +65,16 @@ from sluice.spool.base import (
 )
 from sluice.spool.sqlite import DEFAULT_DEFER, DEFAULT_LINGER, DEFAULT_MAX_BATCH, READ_MAX_BATCH
 
-__all__ = ["MIN_SEGMENT_SIZE", "SegmentSpool"]
+__all__ = ["INLINE_MAX", "MIN_SEGMENT_SIZE", "SegmentSpool"]
 
 log = logging.getLogger("sluice.spool")
 
 #: Smallest segment (tests, and small ``max_bytes`` quotas use a quarter of the quota).
 MIN_SEGMENT_SIZE = 64 * 1024
+#: A batch that takes longer on the event loop sends the next ones to the writer thread for
+#: a while (GroupCommitter's ``inline_max``): a zero-filled segment's write and fdatasync
+#: take ~0.1 ms here, a disk whose flush takes milliseconds is better left to the thread.
+INLINE_MAX = 0.002
 _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 _RCPT_STATE = {s.value: s for s in RcptState}
 _MSG_KINDS = frozenset((STORE, MOVED))
@@ -88,6 +93,7 @@ class SegmentSpool(CommitFront):
         defer: float,
         segment_size: int,
         sync_removes: bool = True,
+        inline_max: float | None = INLINE_MAX,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.path = opened.path
@@ -119,6 +125,7 @@ class SegmentSpool(CommitFront):
             on_exit=self._writer.close,
             defer=defer,
             urgent=is_store,
+            inline_max=inline_max,
         )
         self._rq: GroupCommitter[MessageId] = GroupCommitter(
             "sluice-spool-reader", self._read_batch, loop=loop, linger=0.0, max_batch=READ_MAX_BATCH
@@ -138,6 +145,7 @@ class SegmentSpool(CommitFront):
         defer: float = DEFAULT_DEFER,
         segment_size: int = SEGMENT_SIZE,
         sync_removes: bool = True,
+        inline_max: float | None = INLINE_MAX,
     ) -> SegmentSpool:
         """Open (creating if needed) the spool at ``path``; ``max_bytes`` caps its files.
 
@@ -147,6 +155,10 @@ class SegmentSpool(CommitFront):
         with the final recipient states its marks recorded (D4), so it is not delivered
         again, but its owner must remove it again. It saves a third of the commits of a
         relay with ``defer=0``.
+
+        Batches run on the event loop while each takes at most ``inline_max`` seconds, else
+        on the writer thread for a while (None: always on the thread); see
+        :mod:`sluice.spool._groupcommit`.
 
         Raises SpoolUnavailableError if the spool is locked by another process or cannot be
         read; SpoolFullError if there is no room to create it.
@@ -163,6 +175,7 @@ class SegmentSpool(CommitFront):
             defer=defer,
             segment_size=segment_size,
             sync_removes=sync_removes,
+            inline_max=inline_max,
         )
 
     async def load_body(self, msg_id: MessageId) -> bytes:
