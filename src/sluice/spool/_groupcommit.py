@@ -19,13 +19,14 @@ that resolves their futures directly. That saves each commit the thread hand-off
 thread's wake-up, the GIL going back and forth, ``call_soon_threadsafe`` waking the loop),
 which on a fast disk cost more than the ``fdatasync`` itself: in the relay benchmark the
 same build took in 10–15 % more messages a second at the same CPU per message
-(docs/spool.md). ``SLOW_RUN`` batches in a row that take longer than ``inline_max`` (a
-slow disk; one alone may be the process losing its CPU for a moment) send the batches of
-the next ``inline_pause`` seconds to the thread, so a slow disk stalls the loop a few
-times per pause at most. Batches never run on both at once:
+(docs/spool.md). When most recent batches take longer than ``inline_max`` (more than
+``SLOW_SHARE`` of them, by an average in which each batch weighs ``SLOW_WEIGHT``: a slow
+disk; a few alone are the process losing its CPU for a moment on a busy machine), the
+batches of the next ``inline_pause`` seconds go to the thread, so a slow disk stalls the
+loop a few times per pause at most. Batches never run on both at once:
 the loop takes over again only when the thread has nothing pending or running.
 
-Public names: GroupCommitter, BatchStats, INLINE_PAUSE, SLOW_RUN.
+Public names: GroupCommitter, BatchStats, INLINE_PAUSE, SLOW_SHARE, SLOW_WEIGHT.
 Raises: SpoolUnavailableError from ``submit`` once the committer is stopped.
 """
 
@@ -41,17 +42,20 @@ from typing import Any, Generic, TypeVar
 
 from sluice.errors import SpoolUnavailableError
 
-__all__ = ["INLINE_PAUSE", "SLOW_RUN", "BatchStats", "GroupCommitter"]
+__all__ = ["INLINE_PAUSE", "SLOW_SHARE", "SLOW_WEIGHT", "BatchStats", "GroupCommitter"]
 
 Op = TypeVar("Op")
 
 #: ``run_batch`` returns one result per operation: a value, or the exception to raise.
 BatchRunner = Callable[[Sequence[Op]], Sequence[object]]
 
-#: Seconds that batches go to the thread after ``SLOW_RUN`` batches in a row took longer
-#: than ``inline_max`` on the loop.
+#: Seconds that batches go to the thread once the loop's batches are mostly slow.
 INLINE_PAUSE = 5.0
-SLOW_RUN = 3
+#: "Mostly slow": the weighted share of batches over ``inline_max`` exceeds SLOW_SHARE, each
+#: batch weighing SLOW_WEIGHT (from none: 7 slow batches in a row; a steady third of them
+#: never does).
+SLOW_SHARE = 0.5
+SLOW_WEIGHT = 0.1
 
 log = logging.getLogger("sluice.spool")
 
@@ -121,8 +125,8 @@ class GroupCommitter(Generic[Op]):
         self._inline_max = inline_max
         self._inline_pause = inline_pause
         self._name = name
-        #: Slow batches in a row on the loop.
-        self._slow_run = 0
+        #: The weighted share of slow batches on the loop.
+        self._slow_share = 0.0
         self._on_loop = inline_max is not None
         self._loop_again = 0.0
         self._loop_ops: list[tuple[Op, asyncio.Future[Any]]] = []
@@ -225,22 +229,21 @@ class GroupCommitter(Generic[Op]):
         started = time.monotonic()
         self._run_here(ops)
         inline_max = self._inline_max
-        if inline_max is None or time.monotonic() - started <= inline_max:
-            self._slow_run = 0
+        if inline_max is None:
             return
-        # One slow batch may be this process losing its CPU for a moment; a run of them is
-        # the disk: too slow to hold the loop, so the thread runs the batches for a while.
-        self._slow_run += 1
-        if self._slow_run >= SLOW_RUN:
-            self._slow_run = 0
+        slow = time.monotonic() - started > inline_max
+        share = (1.0 - SLOW_WEIGHT) * self._slow_share + (SLOW_WEIGHT if slow else 0.0)
+        self._slow_share = share
+        if share > SLOW_SHARE:
+            # The disk, not a moment without the CPU: the thread runs the batches a while.
+            self._slow_share = 0.0
             self._on_loop = False
             self._loop_again = self._loop.time() + self._inline_pause
             self.stats.to_thread += 1
             log.debug(
-                "%s: %d batches in a row took over %.1f ms on the event loop; the thread "
-                "runs them for %.0f s",
+                "%s: most batches took over %.1f ms on the event loop; the thread runs "
+                "them for %.0f s",
                 self._name,
-                SLOW_RUN,
                 inline_max * 1000,
                 self._inline_pause,
             )
