@@ -119,16 +119,17 @@ class GroupCommitter(Generic[Op]):
         self._abandon = False
         self._stopped: asyncio.Future[None] = loop.create_future()
         self.stats = BatchStats()
-        #: Batches on the loop (all of this on the loop thread only): allowed at all, on
-        #: now, from when again after a slow one, the operations pending there, the
-        #: callback that will run them (and whether an urgent one set it).
+        # Batches on the loop (these attributes are used on the loop thread only).
         self._inline_max = inline_max
         self._inline_pause = inline_pause
         self._name = name
         #: The weighted share of slow batches on the loop.
         self._slow_share = 0.0
+        #: Batches run on the loop now (else on the thread, at least until ``_loop_again``).
         self._on_loop = inline_max is not None
         self._loop_again = 0.0
+        #: The operations waiting for the loop's next batch, the callback that will run
+        #: them, and whether an urgent operation set that callback's time.
         self._loop_ops: list[tuple[Op, asyncio.Future[Any]]] = []
         self._loop_run: asyncio.Handle | None = None
         self._loop_run_urgent = False

@@ -71,9 +71,10 @@ log = logging.getLogger("sluice.spool")
 
 #: Smallest segment (tests, and small ``max_bytes`` quotas use a quarter of the quota).
 MIN_SEGMENT_SIZE = 64 * 1024
-#: A batch that takes longer on the event loop sends the next ones to the writer thread for
-#: a while (GroupCommitter's ``inline_max``): a zero-filled segment's write and fdatasync
-#: take ~0.1 ms here, a disk whose flush takes milliseconds is better left to the thread.
+#: A batch on the event loop longer than this is slow; when most are, the writer thread
+#: runs them for a while (GroupCommitter's ``inline_max``). A zero-filled segment's write
+#: and fdatasync take 0.19 ms here (p50); a disk whose flush takes milliseconds is better
+#: left to the thread.
 INLINE_MAX = 0.002
 _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 _RCPT_STATE = {s.value: s for s in RcptState}
