@@ -7,12 +7,12 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from sluice.errors import SpoolUnavailableError
-from sluice.spool._groupcommit import SLOW_SHARE, SLOW_WEIGHT, GroupCommitter
+from sluice.spool._groupcommit import INLINE_PAUSE, SLOW_SHARE, SLOW_WEIGHT, GroupCommitter
 
 
 class Recorder:
@@ -45,10 +45,28 @@ class Recorder:
         return {tid for ops, tid in self.batches if op in ops}
 
 
-def _committer(run: Recorder, **kw: object) -> GroupCommitter[int]:
-    args: dict[object, object] = {"linger": 0.0, "max_batch": 1000, "inline_max": 1.0}
-    args.update(kw)
-    return GroupCommitter("t", run, loop=asyncio.get_running_loop(), **args)  # type: ignore[arg-type]
+def _committer(
+    run: Callable[[Sequence[int]], Sequence[object]],
+    *,
+    linger: float = 0.0,
+    max_batch: int = 1000,
+    inline_max: float = 1.0,
+    inline_pause: float = INLINE_PAUSE,
+    defer: float = 0.0,
+    urgent: Callable[[int], bool] | None = None,
+) -> GroupCommitter[int]:
+    """A committer on the running loop whose batches may run there (``inline_max``)."""
+    return GroupCommitter(
+        "t",
+        run,
+        loop=asyncio.get_running_loop(),
+        linger=linger,
+        max_batch=max_batch,
+        defer=defer,
+        urgent=urgent,
+        inline_max=inline_max,
+        inline_pause=inline_pause,
+    )
 
 
 def test_quick_batches_run_on_the_loop_one_per_turn() -> None:
@@ -110,9 +128,7 @@ def test_a_raising_batch_on_the_loop_fails_every_caller() -> None:
         raise RuntimeError("boom")
 
     async def main() -> None:
-        gc: GroupCommitter[int] = GroupCommitter(
-            "t", run, loop=asyncio.get_running_loop(), linger=0.0, max_batch=10, inline_max=1.0
-        )
+        gc = _committer(run, max_batch=10)
         results = await asyncio.gather(gc.submit(1), gc.submit(2), return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
         assert gc.stats.inline == 1
@@ -194,15 +210,7 @@ def test_the_loop_waits_for_the_thread_to_finish_before_taking_over() -> None:
     main_thread = threading.get_ident()
 
     async def main() -> None:
-        gc: GroupCommitter[int] = GroupCommitter(
-            "t",
-            gated,
-            loop=asyncio.get_running_loop(),
-            linger=0.0,
-            max_batch=1000,
-            inline_max=0.01,
-            inline_pause=0.05,
-        )
+        gc = _committer(gated, inline_max=0.01, inline_pause=0.05)
         await _slow_run(gc)  # slow: the thread's turn
         held = gc.submit(1)  # the thread holds it (gated)
         await asyncio.sleep(0.1)  # the pause is over, but the thread is still busy
@@ -268,16 +276,7 @@ def test_deferred_ops_on_the_loop_ride_with_an_urgent_one() -> None:
     run = Recorder()
 
     async def main() -> None:
-        gc: GroupCommitter[int] = GroupCommitter(
-            "t",
-            run,
-            loop=asyncio.get_running_loop(),
-            linger=0.0,
-            max_batch=100,
-            defer=10.0,
-            urgent=lambda op: op % 2 == 1,
-            inline_max=1.0,
-        )
+        gc = _committer(run, max_batch=100, defer=10.0, urgent=lambda op: op % 2 == 1)
         lazy = [gc.submit(0), gc.submit(2)]
         await asyncio.sleep(0.05)
         assert not any(f.done() for f in lazy)

@@ -6,7 +6,7 @@ The delivery manager records what each turn decides — a recipient's new state
 accounting records :class:`~sluice.daemon.notices.Notices` collected, in the order the test
 plan's D4 needs (see :meth:`PendingOutcomes.flush`).
 
-Public names: PendingOutcomes, remove_all.
+Public names: PendingOutcomes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sluice.spool.base import RcptUpdate, Spool
 if TYPE_CHECKING:
     from sluice.daemon.lifecycle import Daemon
 
-__all__ = ["PendingOutcomes", "remove_all"]
+__all__ = ["PendingOutcomes"]
 
 log = logging.getLogger("sluice.delivery")
 
@@ -117,7 +117,7 @@ class PendingOutcomes:
                     return
             notices.dsn_jobs[:0] = failed_jobs
             self.finished[:0] = [m for m in finished if m in waiting]
-            results = await remove_all(spool, removable)
+            results = await _remove_all(spool, removable)
             kept: set[MessageId] = set()
             for msg_id, result in zip(removable, results, strict=True):
                 if isinstance(result, SpoolError) and not isinstance(result, UnknownMessageError):
@@ -150,7 +150,7 @@ class PendingOutcomes:
         return True
 
 
-async def remove_all(spool: Spool, ids: list[MessageId]) -> list[BaseException | None]:
+async def _remove_all(spool: Spool, ids: list[MessageId]) -> list[BaseException | None]:
     """Remove ``ids`` (one batch of the spool's group commit); per id None or the error.
     A spool with ``remove_nowait`` (both durable spools) costs a future per id, not a task."""
     nowait: Any = getattr(spool, "remove_nowait", None)

@@ -143,12 +143,12 @@ class GroupCommitter(Generic[Op]):
         fut: asyncio.Future[Any] = self._loop.create_future()
         is_urgent = self._urgent
         urgent = is_urgent is None or is_urgent(op)
-        if self._inline_max is not None and (self._on_loop or self._loop_free()):
+        if self._inline_max is not None and (self._on_loop or self._back_on_loop()):
             if self._stopping:
                 raise SpoolUnavailableError("the spool is closed")
             ops = self._loop_ops
             ops.append((op, fut))
-            if len(ops) >= self._max_batch:
+            if len(ops) == self._max_batch:  # full: at once (later ones join it)
                 self._schedule_on_loop(0.0, urgent=True)
             elif urgent:
                 if not self._loop_run_urgent:
@@ -201,9 +201,10 @@ class GroupCommitter(Generic[Op]):
 
     # -- batches on the loop ----------------------------------------------------------------
 
-    def _loop_free(self) -> bool:
-        """Whether batches may run on the loop again: the pause after a slow one is over
-        and the thread has nothing pending or running (so the two never overlap)."""
+    def _back_on_loop(self) -> bool:
+        """Move the batches back to the loop if they may run there again — the pause after
+        the slow ones is over and the thread has nothing pending or running (so the two
+        never overlap); whether they are on the loop now."""
         if self._loop.time() < self._loop_again:
             return False
         with self._lock:
